@@ -1,0 +1,1 @@
+"""Persona-selection models: shared maths plus thin NumPyro and Pyro backends."""
