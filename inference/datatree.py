@@ -42,7 +42,8 @@ def build_datatree(spec: ModelSpec, data: Any, *, posterior: Mapping[str, Any],
     dims = {k: v for k, v in spec.dims.items()}
     used = {d for names in dims.values() for d in names}
     coords = {k: v for k, v in coords.items() if k in used}
-    meta = {"model": spec.name, "backend": spec.backend, **(attrs or {})}
+    meta = {"model": spec.name, "backend": spec.backend, "deterministic": ",".join(spec.deterministic),
+            **(attrs or {})}
     dt = az.from_dict(groups, coords=coords, dims=dims, attrs={g: dict(meta) for g in groups})
     for name, group in (extra or {}).items():
         dt[name] = xr.Dataset({k: (tuple(v.dims) if hasattr(v, "dims") else (f"{k}_dim",), np.asarray(v))

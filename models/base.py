@@ -34,6 +34,14 @@ class ModelSpec:
         (prior and posterior predictive).
     observed_values : callable
         ``observed_values(data) -> dict`` of observed arrays per site.
+    deterministic : tuple of str
+        Deterministic (derived) sites; diagnostics skip them by default.
+    with_observed : callable, optional
+        ``with_observed(data, values) -> data``: inverse of
+        ``observed_values``, a copy of ``data`` whose observed sites take
+        ``values`` (a dict per observed site, e.g. a prior-predictive draw).
+        Simulation-based calibration needs it to fit replicated data sets;
+        ``None`` (the default) for models that do not support it.
     """
 
     name: str
@@ -43,6 +51,8 @@ class ModelSpec:
     coords: Callable[[Any], dict] = lambda data: data.coords()
     unobserve: Callable[[Any], Any] = lambda data: data
     observed_values: Callable[[Any], dict] = lambda data: {}
+    deterministic: tuple[str, ...] = ()
+    with_observed: Callable[[Any, Mapping[str, Any]], Any] | None = None
 
 
 def psm_model(spec: ModelSpec) -> Callable:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-from psm_bayes.data import PSMData
+from psm_bayes.data import Episodes, PSMData
 from psm_bayes.models import maths
 
 NAME = "persona_selection"
@@ -38,6 +38,7 @@ DIMS: dict[str, list[str]] = {
     "y": ["episode"],
     "p_item": ["item", "option"],
 }
+DETERMINISTIC: tuple[str, ...] = ("p_item",)
 LATENTS: tuple[str, ...] = ("prior_weights", "w", "beta_sft", "beta_icl", "authorial_bias")
 
 
@@ -80,6 +81,12 @@ def unobserve(data: PSMData) -> PSMData:
 def observed_values(data: PSMData) -> dict[str, np.ndarray]:
     """Observed arrays per site."""
     return {} if data.episodes.option is None else {"y": data.episodes.option}
+
+
+def with_observed(data: PSMData, values: dict) -> PSMData:
+    """``data`` with the chosen options set to ``values["y"]`` (inverse of :func:`observed_values`)."""
+    ep = data.episodes
+    return data.replace(episodes=Episodes(ep.item, np.asarray(values["y"]), ep.source, ep.count))
 
 
 def _draws(dt, name: str) -> np.ndarray | None:

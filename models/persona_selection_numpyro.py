@@ -19,7 +19,8 @@ from psm_bayes.models.base import ModelSpec, psm_model
 _OPS = maths.jax_ops()
 
 
-@psm_model(ModelSpec(psm.NAME, "numpyro", ("y",), psm.DIMS, PSMData.coords, psm.unobserve, psm.observed_values))
+@psm_model(ModelSpec(psm.NAME, "numpyro", ("y",), psm.DIMS, PSMData.coords, psm.unobserve, psm.observed_values,
+                     with_observed=psm.with_observed, deterministic=psm.DETERMINISTIC))
 def persona_selection(data: PSMData, priors: psm.Priors | None = None) -> None:
     """The persona-selection model in NumPyro; see :mod:`psm_bayes.models.persona_selection`."""
     priors = priors or psm.Priors()

@@ -22,7 +22,8 @@ def _t(x) -> torch.Tensor:
     return torch.as_tensor(x, dtype=torch.float64)
 
 
-@psm_model(ModelSpec(psm.NAME, "pyro", ("y",), psm.DIMS, PSMData.coords, psm.unobserve, psm.observed_values))
+@psm_model(ModelSpec(psm.NAME, "pyro", ("y",), psm.DIMS, PSMData.coords, psm.unobserve, psm.observed_values,
+                     with_observed=psm.with_observed, deterministic=psm.DETERMINISTIC))
 def persona_selection(data: PSMData, priors: psm.Priors | None = None) -> None:
     """The persona-selection model in Pyro; see :mod:`psm_bayes.models.persona_selection`."""
     priors = priors or psm.Priors()

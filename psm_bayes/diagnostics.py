@@ -1,0 +1,156 @@
+"""Posterior diagnostics that read only ArviZ DataTrees.
+
+Numbers: :func:`summary` (means, intervals, R-hat, bulk/tail ESS, MCSE),
+:func:`divergences`, :func:`check` (a pass/fail verdict), :func:`loo` and
+:func:`compare`. Plots (saved as PNG, headless): :func:`plot_trace`,
+:func:`plot_rank`, :func:`plot_forest`, :func:`plot_ppc`, and
+:func:`save_plots` for all of them at once.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from psm_bayes.io import atomic_path
+
+
+def _az():
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    import arviz as az
+
+    return az
+
+
+def _var_names(dt, var_names: Sequence[str] | None) -> list[str]:
+    post = dt["posterior"]
+    if var_names is None:
+        # latent sites only: skip the deterministic ones the model declared, and very large ones
+        derived = set(str(post.attrs.get("deterministic", "")).split(","))
+        per_draw = post.sizes["chain"] * post.sizes["draw"]
+        return [v for v in post.data_vars if v not in derived and post[v].size / per_draw <= 64]
+    missing = [v for v in var_names if v not in post.data_vars]
+    if missing:
+        raise KeyError(f"var_names: {missing} not in the posterior (has {list(post.data_vars)})")
+    return list(var_names)
+
+
+def summary(dt, var_names: Sequence[str] | None = None, ci_prob: float = 0.9) -> pd.DataFrame:
+    """Posterior summary: mean, sd, central ``ci_prob`` interval, ESS, R-hat, MCSE.
+
+    Parameters
+    ----------
+    dt : xarray.DataTree
+        A fit with a ``posterior`` group.
+    var_names : sequence of str, optional
+        Variables to summarise (default: every variable with <= 64 values per draw).
+    ci_prob : float
+        Probability mass of the equal-tailed interval.
+    """
+    return _az().summary(dt, var_names=_var_names(dt, var_names), ci_prob=ci_prob)
+
+
+def divergences(dt) -> int:
+    """Number of divergent transitions (0 for fits without ``sample_stats.diverging``)."""
+    if "sample_stats" not in dt.children or "diverging" not in dt["sample_stats"]:
+        return 0
+    return int(np.asarray(dt["sample_stats"]["diverging"].values).sum())
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Outcome of :func:`check`."""
+
+    ok: bool
+    max_rhat: float
+    min_ess_bulk: float
+    divergences: int
+    problems: tuple[str, ...]
+
+
+def check(dt, var_names: Sequence[str] | None = None, max_rhat: float = 1.01, min_ess: float = 400.0) -> Verdict:
+    """Pass/fail convergence check: R-hat, bulk ESS and divergences.
+
+    R-hat is undefined for a single chain (SVI draws): it is then reported as
+    NaN and not held against the fit.
+    """
+    s = summary(dt, var_names)
+    rhat = float(np.nanmax(s["r_hat"].astype(float))) if s["r_hat"].notna().any() else float("nan")
+    ess = float(np.nanmin(s["ess_bulk"].astype(float)))
+    div = divergences(dt)
+    problems = []
+    if np.isfinite(rhat) and rhat >= max_rhat:
+        problems.append(f"max R-hat {rhat:.3f} >= {max_rhat}")
+    if ess < min_ess:
+        problems.append(f"min bulk ESS {ess:.0f} < {min_ess:.0f}")
+    if div:
+        problems.append(f"{div} divergent transitions")
+    return Verdict(not problems, rhat, ess, div, tuple(problems))
+
+
+def loo(dt, pointwise: bool = True):
+    """PSIS-LOO (``arviz.loo``); needs a ``log_likelihood`` group."""
+    if "log_likelihood" not in dt.children:
+        raise ValueError("dt: no log_likelihood group; fit with predictive=True")
+    return _az().loo(dt, pointwise=pointwise)
+
+
+def compare(fits: Mapping[str, object]) -> pd.DataFrame:
+    """Rank fits of the same observations by PSIS-LOO (``arviz.compare``)."""
+    if len(fits) < 2:
+        raise ValueError(f"fits: expected at least 2 fits to compare, got {len(fits)}")
+    return _az().compare(dict(fits))
+
+
+def _save(pc, path: str | Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig = pc.viz["figure"].item() if hasattr(pc, "viz") else pc
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_trace(dt, path: str | Path, var_names: Sequence[str] | None = None) -> Path:
+    """Trace and marginal densities (``arviz.plot_trace_dist``) saved as PNG."""
+    return _save(_az().plot_trace_dist(dt, var_names=_var_names(dt, var_names)), path)
+
+
+def plot_rank(dt, path: str | Path, var_names: Sequence[str] | None = None) -> Path:
+    """Rank-ECDF plot per chain (``arviz.plot_rank``) saved as PNG."""
+    return _save(_az().plot_rank(dt, var_names=_var_names(dt, var_names)), path)
+
+
+def plot_forest(dt, path: str | Path, var_names: Sequence[str] | None = None) -> Path:
+    """Forest plot of posterior intervals saved as PNG."""
+    return _save(_az().plot_forest(dt, var_names=_var_names(dt, var_names)), path)
+
+
+def plot_ppc(dt, path: str | Path) -> Path:
+    """Posterior predictive check of the mean of each observed variable, saved as PNG.
+
+    Uses ``arviz.plot_ppc_tstat`` (a KDE of discrete answers is meaningless).
+    """
+    if "posterior_predictive" not in dt.children:
+        raise ValueError("dt: no posterior_predictive group; fit with predictive=True")
+    return _save(_az().plot_ppc_tstat(dt, t_stat="mean"), path)
+
+
+def save_plots(dt, out_dir: str | Path, var_names: Sequence[str] | None = None) -> dict[str, Path]:
+    """All diagnostic plots into ``out_dir`` (``trace.png``, ``rank.png``, ``forest.png``, ``ppc.png``)."""
+    out = Path(out_dir)
+    paths = {"trace": plot_trace(dt, out / "trace.png", var_names),
+             "forest": plot_forest(dt, out / "forest.png", var_names)}
+    if dt["posterior"].sizes["chain"] > 1:
+        paths["rank"] = plot_rank(dt, out / "rank.png", var_names)
+    if "posterior_predictive" in dt.children:
+        paths["ppc"] = plot_ppc(dt, out / "ppc.png")
+    return paths
