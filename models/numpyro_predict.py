@@ -1,0 +1,93 @@
+"""Simulation and prediction helpers shared by the NumPyro ICL / SFT / joint models.
+
+* :func:`simulate` -- data drawn from a model itself with some parameters
+  fixed (``numpyro.infer.Predictive`` under ``handlers.condition``): what
+  parameter-recovery tests need;
+* :func:`predict_sites` -- sites of a model evaluated at the posterior draws
+  of a fit, on (possibly different) data, e.g. ``nll_mean`` on held-out rows.
+
+Both read the model's :class:`~psm_bayes.models.base.ModelSpec`
+(``unobserve`` and ``with_observed``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+from psm_bayes.jax_setup import setup
+
+setup()
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+from numpyro import handlers  # noqa: E402
+from numpyro.infer import Predictive  # noqa: E402
+
+from psm_bayes.models.base import spec_of  # noqa: E402
+
+
+def latent_sites(model: Callable, data: Any, priors: Any = None) -> list[str]:
+    """Names of the latent (unobserved, non-deterministic) sample sites of ``model`` on ``data``."""
+    spec = spec_of(model)
+    tr = handlers.trace(handlers.seed(model, 0)).get_trace(spec.unobserve(data), priors)
+    return [name for name, s in tr.items()
+            if s["type"] == "sample" and not s["is_observed"] and name not in spec.observed]
+
+
+def simulate(model: Callable, data: Any, params: Mapping[str, Any], *, seed: int,
+             priors: Any = None) -> tuple[Any, dict[str, np.ndarray]]:
+    """One data set drawn from ``model`` with the latents in ``params`` fixed.
+
+    Parameters
+    ----------
+    model : callable
+        A NumPyro psm-bayes model whose spec has ``with_observed``.
+    data
+        Its data object (observed fields are ignored).
+    params : mapping
+        Values of (some) latent sites; the others are drawn from the prior.
+    seed : int
+        Same seed, same draw.
+    priors : optional
+        The model's priors object.
+
+    Returns
+    -------
+    (data, dict)
+        ``data`` with the observed sites replaced by the draw, and every
+        site's value (latents, deterministic and observed sites).
+    """
+    spec = spec_of(model)
+    if spec.with_observed is None:
+        raise TypeError(f"model: {spec.name} has no with_observed in its ModelSpec")
+    cond = handlers.condition(model, data={k: np.asarray(v) for k, v in params.items()})
+    out = Predictive(cond, num_samples=1)(jax.random.PRNGKey(seed), spec.unobserve(data), priors)
+    sites = {k: np.asarray(v)[0] for k, v in out.items()}
+    for k, v in params.items():
+        sites.setdefault(k, np.asarray(v))
+    return spec.with_observed(data, {k: sites[k] for k in spec.observed}), sites
+
+
+def posterior_draws(dt, names: list[str]) -> dict[str, np.ndarray]:
+    """Posterior draws of ``names`` from a DataTree, chains flattened: ``{name: (S, ...)}``."""
+    post = dt["posterior"]
+    return {n: np.asarray(post[n].values).reshape((-1,) + post[n].shape[2:]) for n in names if n in post}
+
+
+def predict_sites(model: Callable, dt, data: Any, sites: list[str], *, seed: int = 0,
+                  priors: Any = None) -> dict[str, np.ndarray]:
+    """``sites`` of ``model`` on ``data`` at each posterior draw of ``dt``.
+
+    Only latent sites are substituted (deterministic sites are recomputed
+    for ``data``), so ``data`` may hold other rows than the fitted data, as
+    long as per-group parameters line up (same ``curves`` / items).
+
+    Returns
+    -------
+    dict
+        ``{site: (S, ...)}`` with ``S`` = chains x draws.
+    """
+    latents = posterior_draws(dt, latent_sites(model, data, priors))
+    pred = Predictive(model, posterior_samples=latents, return_sites=list(sites))(
+        jax.random.PRNGKey(seed), spec_of(model).unobserve(data), priors)
+    return {k: np.asarray(v) for k, v in pred.items()}

@@ -1,0 +1,130 @@
+"""Joint persona-selection model of ICL curves and SFT shifts: data and priors.
+
+``psm_joint`` (NumPyro backend in :mod:`psm_bayes.models.psm_joint_numpyro`)
+is ``psm_icl`` and ``psm_sft`` fitted together: one ``prior_weights`` (the
+pre-training prior ``pi``, from the data) and one ``authorial_bias`` (a Yes
+offset shared by every persona), separate evidence strengths ``beta_icl``
+and ``beta_sft`` and noise scales ``sigma_nll`` and ``sigma_shift``. Two
+observed sites: ``nll`` (plate ``measurement``) and ``shift`` (plate
+``item``); LOO needs ``var_name="nll"`` or ``"shift"``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from psm_bayes.data import _fail
+from psm_bayes.models import icl_curves, sft_shift
+from psm_bayes.models.icl_curves import ICLData, ICLPriors
+from psm_bayes.models.sft_shift import SFTPriors, SFTShiftData
+
+DIMS: dict[str, list[str]] = {**icl_curves.DIMS, **sft_shift.DIMS}
+"""ArviZ dims of the joint model's sites."""
+
+
+@dataclass(frozen=True)
+class JointData:
+    """ICL curves and SFT shifts measured on the same model and personas.
+
+    Parameters
+    ----------
+    icl : ICLData
+        With the PSM fields.
+    sft : SFTShiftData
+        Same personas (ids, order) and the same ``prior_weights``.
+    """
+
+    icl: ICLData
+    sft: SFTShiftData
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.icl, ICLData):
+            _fail("icl", f"expected an ICLData, got {type(self.icl).__name__}")
+        if not isinstance(self.sft, SFTShiftData):
+            _fail("sft", f"expected an SFTShiftData, got {type(self.sft).__name__}")
+        icl_curves.require_psm(self.icl, "psm_joint")
+        if self.icl.personas != self.sft.personas:
+            _fail("sft.personas", f"expected the same persona ids as icl.personas, got {self.sft.personas} "
+                  f"vs {self.icl.personas}")
+        if self.icl.n_options != self.sft.n_options:
+            _fail("sft.target_loglik", f"expected {self.icl.n_options} options like icl, got {self.sft.n_options}")
+        if not np.allclose(self.icl.prior_weights, self.sft.prior_weights, rtol=0, atol=1e-9):
+            _fail("sft.prior_weights", "expected the same prior over personas as icl.prior_weights")
+
+    @property
+    def prior_weights(self) -> np.ndarray:
+        return self.icl.prior_weights
+
+    def coords(self) -> dict[str, list]:
+        """ArviZ coordinates of both parts."""
+        return {**self.icl.coords(), **self.sft.coords()}
+
+    def replace(self, **changes) -> "JointData":
+        """A copy with ``icl`` and/or ``sft`` replaced (re-validated)."""
+        kw = {"icl": self.icl, "sft": self.sft, **changes}
+        return JointData(**kw)
+
+
+def unobserve(data: JointData) -> JointData:
+    """Both parts without observations."""
+    return JointData(icl_curves.unobserve(data.icl), sft_shift.unobserve(data.sft))
+
+
+def observed_values(data: JointData) -> dict[str, np.ndarray]:
+    """Observed arrays per site (``nll`` and/or ``shift``)."""
+    return {**icl_curves.observed_values(data.icl), **sft_shift.observed_values(data.sft)}
+
+
+def with_observed(data: JointData, values) -> JointData:
+    """Both parts with ``values["nll"]`` and ``values["shift"]``."""
+    return JointData(icl_curves.with_observed(data.icl, values), sft_shift.with_observed(data.sft, values))
+
+
+@dataclass(frozen=True)
+class JointPriors:
+    """Hyperparameters of ``psm_joint``.
+
+    ``beta_icl`` and ``sigma_nll`` read ``icl`` (``beta_*``, ``sigma_scale``),
+    ``beta_sft`` and ``sigma_shift`` read ``sft``; the shared
+    ``authorial_bias ~ Normal(0, icl.bias_scale)``.
+    """
+
+    icl: ICLPriors = field(default_factory=ICLPriors)
+    sft: SFTPriors = field(default_factory=SFTPriors)
+
+
+def beta_contrast(dt, prob: float = 0.9):
+    """Posterior of the evidence strengths and the shared bias from one ``psm_joint`` fit.
+
+    ``beta_sft`` and ``beta_icl`` both temper a log-likelihood in nats (summed
+    over training episodes or over shots), so their ratio compares how much
+    one nat of fine-tuning evidence and one nat of in-context evidence move
+    the persona weights.
+
+    Parameters
+    ----------
+    dt : xarray.DataTree
+        A fit of ``psm_joint``.
+    prob : float
+        Equal-tailed interval mass.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Rows ``beta_icl``, ``beta_sft``, ``authorial_bias``,
+        ``log_beta_ratio`` (``log(beta_sft / beta_icl)``); columns ``mean``,
+        ``sd``, ``lo``, ``hi``; ``attrs["p_sft_stronger"] = P(beta_sft >
+        beta_icl)``.
+    """
+    import pandas as pd
+
+    post = dt["posterior"]
+    x = {n: np.asarray(post[n].values).ravel() for n in ("beta_icl", "beta_sft", "authorial_bias")}
+    x["log_beta_ratio"] = np.log(x["beta_sft"]) - np.log(x["beta_icl"])
+    q = [(1 - prob) / 2, (1 + prob) / 2]
+    table = pd.DataFrame({n: {"mean": v.mean(), "sd": v.std(), "lo": np.quantile(v, q[0]), "hi": np.quantile(v, q[1])}
+                          for n, v in x.items()}).T
+    table.attrs["p_sft_stronger"] = float(np.mean(x["beta_sft"] > x["beta_icl"]))
+    return table

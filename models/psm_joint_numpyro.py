@@ -1,0 +1,37 @@
+"""NumPyro joint persona-selection model ``psm_joint``; see :mod:`psm_bayes.models.psm_joint`."""
+
+from __future__ import annotations
+
+from psm_bayes.jax_setup import setup
+
+setup()
+
+import numpyro  # noqa: E402
+import numpyro.distributions as dist  # noqa: E402
+
+from psm_bayes.models import psm_joint as joint  # noqa: E402
+from psm_bayes.models.base import ModelSpec, psm_model  # noqa: E402
+from psm_bayes.models.icl_curves_numpyro import observe_nll, psm_icl_sites  # noqa: E402
+from psm_bayes.models.psm_joint import JointData, JointPriors  # noqa: E402
+from psm_bayes.models.sft_shift_numpyro import observe_shift, psm_sft_mean  # noqa: E402
+
+
+@psm_model(ModelSpec("psm_joint", "numpyro", ("nll", "shift"), joint.DIMS, JointData.coords, joint.unobserve,
+                     joint.observed_values, with_observed=joint.with_observed))
+def psm_joint(data: JointData, priors: JointPriors | None = None) -> None:
+    """``psm_icl`` and ``psm_sft`` with a shared ``authorial_bias`` and prior ``pi``.
+
+    Sites ``authorial_bias``, ``beta_icl``, ``beta_sft``, ``sigma_nll``,
+    ``sigma_shift``; deterministic ``nll_mean``, ``shift_mean``, ``w`` (SFT
+    persona weights); observed ``nll`` (plate ``measurement``) and
+    ``shift`` (plate ``item``).
+    """
+    priors = priors or JointPriors()
+    bias = numpyro.sample("authorial_bias", dist.Normal(0.0, priors.icl.bias_scale))
+    nll_mean = psm_icl_sites(data.icl, priors.icl, bias=bias)
+    beta_sft = numpyro.sample("beta_sft", dist.LogNormal(priors.sft.beta_loc, priors.sft.beta_scale))
+    shift_mean = psm_sft_mean(data.sft, beta_sft, bias)
+    sigma_nll = numpyro.sample("sigma_nll", dist.HalfNormal(priors.icl.sigma_scale))
+    sigma_shift = numpyro.sample("sigma_shift", dist.HalfNormal(priors.sft.sigma_scale))
+    observe_nll(data.icl, nll_mean, sigma_nll)
+    observe_shift(data.sft, shift_mean, sigma_shift)

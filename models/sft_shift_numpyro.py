@@ -1,0 +1,78 @@
+"""NumPyro SFT-shift models ``psm_sft`` and ``null_sft``; see :mod:`psm_bayes.models.sft_shift`.
+
+Both observe ``shift`` in plate ``item`` as ``Normal(shift_mean, sigma)``
+and record the deterministic ``shift_mean``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from psm_bayes.jax_setup import setup
+
+setup()
+
+import jax.numpy as jnp  # noqa: E402
+import numpyro  # noqa: E402
+import numpyro.distributions as dist  # noqa: E402
+
+from psm_bayes.models import maths  # noqa: E402
+from psm_bayes.models import sft_shift as sft  # noqa: E402
+from psm_bayes.models.base import ModelSpec, psm_model  # noqa: E402
+from psm_bayes.models.sft_shift import SFTPriors, SFTShiftData  # noqa: E402
+
+_OPS = maths.jax_ops()
+
+
+def _spec(name: str) -> ModelSpec:
+    return ModelSpec(name, "numpyro", ("shift",), sft.DIMS, SFTShiftData.coords, sft.unobserve, sft.observed_values,
+                     with_observed=sft.with_observed)
+
+
+def observe_shift(data: SFTShiftData, mean, sigma, site: str = "shift") -> None:
+    """Record ``{site}_mean`` and observe ``site ~ Normal(mean, sigma)`` in plate ``item``."""
+    numpyro.deterministic(f"{site}_mean", mean)
+    obs = None if data.shift is None else jnp.asarray(data.shift)
+    with numpyro.plate("item", len(data)):
+        numpyro.sample(site, dist.Normal(mean, sigma), obs=obs)
+
+
+def psm_sft_mean(data: SFTShiftData, beta, bias):
+    """Predicted ``shift_mean`` of ``psm_sft``; also records the SFT persona weights ``w``."""
+    log_pi = jnp.log(jnp.asarray(data.prior_weights))
+    train = jnp.asarray(data.train_loglik)
+    numpyro.deterministic("w", jnp.exp(sft.sft_log_weights(_OPS, log_pi, train, beta)))
+    return sft.psm_sft_shift(_OPS, log_pi, train, jnp.asarray(data.target_loglik), data.target_option, beta, bias)
+
+
+@psm_model(_spec("psm_sft"))
+def psm_sft(data: SFTShiftData, priors: SFTPriors | None = None) -> None:
+    """Persona selection by fine-tuning evidence.
+
+    ``w = softmax(log pi + beta_sft * train_loglik)``; ``shift_mean_i =
+    logit p_w(target | i) - logit p_pi(target | i)``. Sites ``beta_sft ~
+    LogNormal``, ``authorial_bias ~ Normal``, ``sigma ~ HalfNormal``,
+    ``w`` (deterministic), ``shift``.
+    """
+    priors = priors or SFTPriors()
+    beta = numpyro.sample("beta_sft", dist.LogNormal(priors.beta_loc, priors.beta_scale))
+    bias = numpyro.sample("authorial_bias", dist.Normal(0.0, priors.bias_scale))
+    sigma = numpyro.sample("sigma", dist.HalfNormal(priors.sigma_scale))
+    observe_shift(data, psm_sft_mean(data, beta, bias), sigma)
+
+
+@psm_model(_spec("null_sft"))
+def null_sft(data: SFTShiftData, priors: SFTPriors | None = None) -> None:
+    """No persona-level generalisation: ``shift_mean_i = delta * trained_i + c``.
+
+    Sites ``delta ~ Normal``, ``c ~ Normal``, ``sigma ~ HalfNormal``, ``shift``.
+    """
+    priors = priors or SFTPriors()
+    delta = numpyro.sample("delta", dist.Normal(0.0, priors.delta_scale))
+    c = numpyro.sample("c", dist.Normal(0.0, priors.offset_scale))
+    sigma = numpyro.sample("sigma", dist.HalfNormal(priors.sigma_scale))
+    observe_shift(data, delta * jnp.asarray(data.trained, dtype=float) + c, sigma)
+
+
+SFT_MODELS: dict[str, Callable] = {m.spec.name: m for m in (psm_sft, null_sft)}
+"""The SFT models by name."""
