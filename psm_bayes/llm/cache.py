@@ -195,7 +195,7 @@ class ScoreCache:
                 pid = int(tmp.name.rsplit(".", 2)[-2])
             except (ValueError, IndexError):
                 pid = -1
-            if pid > 0 and pid != os.getpid() and _pid_alive(pid):
+            if pid > 0 and _pid_alive(pid):  # still being written
                 continue
             tmp.unlink(missing_ok=True)
             removed += 1

@@ -278,7 +278,7 @@ def default_gguf() -> tuple[Path, str]:
 
 
 def load_model(name_or_path: str | os.PathLike | None = None, *, dtype: str = "float32",
-               threads: int = 1, cache: bool = True) -> LoadedModel:
+               threads: int = 1, cache_dequantized: bool = True) -> LoadedModel:
     """Load a causal LM for scoring, without network access.
 
     Parameters
@@ -293,8 +293,9 @@ def load_model(name_or_path: str | os.PathLike | None = None, *, dtype: str = "f
     threads : int
         Torch intra-op threads (default 1: on a busy shared CPU more threads
         are slower).
-    cache : bool
-        Save a dequantized copy of GGUF weights for fast later loads.
+    cache_dequantized : bool
+        Save a dequantized copy of GGUF weights (under
+        ``<cache_root>/models``) for fast later loads.
 
     Returns
     -------
@@ -312,7 +313,7 @@ def load_model(name_or_path: str | os.PathLike | None = None, *, dtype: str = "f
     _offline()
     if name_or_path is None or str(name_or_path).lower() in DEFAULT_MODEL_ALIASES:
         gguf, digest = default_gguf()
-        loaded = _load_gguf(gguf, "gemma-3-270m-q4_k_m", digest, dtype, cache)
+        loaded = _load_gguf(gguf, "gemma-3-270m-q4_k_m", digest, dtype, cache_dequantized)
     else:
         raw = str(name_or_path)
         path = Path(raw).expanduser()
@@ -321,12 +322,13 @@ def load_model(name_or_path: str | os.PathLike | None = None, *, dtype: str = "f
         if path.is_file():
             if path.suffix != ".gguf":
                 raise ValueError(f"model path {raw!r}: a file must be a .gguf; pass a model directory otherwise")
-            loaded = _load_gguf(path.resolve(), path.stem, weights_hash(path), dtype, cache)
+            loaded = _load_gguf(path.resolve(), path.stem, weights_hash(path), dtype, cache_dequantized)
         elif path.is_dir():
             ggufs = sorted(path.glob("*.gguf"))
             if not (path / "config.json").is_file():
                 if len(ggufs) == 1:
-                    loaded = _load_gguf(ggufs[0].resolve(), ggufs[0].stem, weights_hash(ggufs[0]), dtype, cache)
+                    loaded = _load_gguf(ggufs[0].resolve(), ggufs[0].stem, weights_hash(ggufs[0]), dtype,
+                                        cache_dequantized)
                 else:
                     raise FileNotFoundError(
                         f"model path {raw!r}: expected a Hugging Face model directory (config.json + weights) "
