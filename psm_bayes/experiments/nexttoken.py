@@ -1,0 +1,192 @@
+"""Fast next-token option scoring with a shared-prefix KV cache.
+
+Every probe ends in ``"Answer:"`` and its options (``" Yes"``/``" No"``) are
+single tokens, so both options' log-probabilities come from ONE forward pass:
+the next-token distribution at the prompt's last position.  Prompts that share
+a long token prefix (the same in-context shots, the same question stem) share
+its key/value cache:
+
+1. all prompts of a call are tokenized in full (``<bos>`` + text), so the
+   tokens are exactly those of the unsplit string;
+2. their longest common token prefix runs once (batch 1) and its KV cache is
+   copied across a batch;
+3. only the suffixes (right-padded; causal attention never looks at the pads)
+   run through the model body, and the output layer is applied at one
+   position per prompt: the normaliser (full-vocabulary logsumexp, the true
+   ``log p``) in the model's compute dtype, the option logits in float32 --
+   under bf16 the logits are quantised to ~0.1 nats, which would swamp small
+   differences between options; the float32 option logits keep the Yes/No
+   log-odds precise (the normaliser's rounding is common to all options).
+
+The result equals scoring each prompt on its own (up to float summation
+order; checked in the tests against :class:`psm_bayes.llm.Scorer`).  Works
+for plain causal LMs and PEFT-wrapped ones (LoRA layers live inside the body).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Sequence
+
+import numpy as np
+
+from psm_bayes.data import DataError
+
+
+def _parts(model: Any) -> tuple[Any, Any, Any]:
+    """(body, head, softcap) of a causal LM, looking through a PEFT wrapper."""
+    causal = model.get_base_model() if hasattr(model, "get_base_model") else model
+    body = causal.base_model if hasattr(causal, "base_model") else causal.model
+    head = causal.get_output_embeddings()
+    softcap = getattr(causal.config, "final_logit_softcapping", None)
+    return body, head, softcap
+
+
+class NextTokenScorer:
+    """``log p(option | prompt)`` for single-token options, from one forward pass per prompt.
+
+    Parameters
+    ----------
+    model : transformers.PreTrainedModel or peft.PeftModel
+        A causal LM (eval mode is set by the caller).
+    tokenizer
+        Its tokenizer.
+    options : sequence of str
+        Option texts, each a single token after the prompt (default
+        ``(" Yes", " No")``); checked on a sample prompt ending in ``"Answer:"``.
+    batch_size : int
+        Suffixes per forward pass.
+    autocast : bool
+        Run under ``torch.autocast("cpu", dtype=torch.bfloat16)`` (for a float32
+        model, e.g. during LoRA training).
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, options: Sequence[str] = (" Yes", " No"), *,
+                 batch_size: int = 16, autocast: bool = False) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = int(batch_size)
+        self.autocast = bool(autocast)
+        self.options = tuple(options)
+        self.prefix_ids = tuple(tokenizer("x")["input_ids"][:-len(tokenizer("x", add_special_tokens=False)["input_ids"])])
+        base = self._encode("Question: Hello?\nAnswer:")
+        ids = []
+        for opt in self.options:
+            full = self._encode("Question: Hello?\nAnswer:" + opt)
+            if full[:len(base)] != base or len(full) != len(base) + 1:
+                raise DataError(f"options: {opt!r} is not a single token after 'Answer:'; "
+                                "use psm_bayes.llm.Scorer for multi-token options")
+            ids.append(full[-1])
+        self.option_ids = tuple(int(i) for i in ids)
+        self.forward_tokens = 0
+        self.prompts_scored = 0
+
+    def _encode(self, text: str) -> list[int]:
+        return list(self.prefix_ids) + list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def score(self, prompts: Sequence[str]) -> np.ndarray:
+        """Log-probabilities of each option as the next token after each prompt.
+
+        Parameters
+        ----------
+        prompts : sequence of str
+            Full prompts (context + item text ending in ``"Answer:"``).
+            Prompts passed together should share their context: the longest
+            common token prefix of the call is computed once.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(len(prompts), n_options)`` float64 log p (full-vocabulary
+            normalisation).
+        """
+        if isinstance(prompts, str):
+            raise DataError("prompts: expected a list of str, got a single str")
+        prompts = list(prompts)
+        if not prompts:
+            return np.zeros((0, len(self.options)))
+        seqs = [self._encode(p) for p in prompts]
+        # longest common token prefix of the call (capped so every prompt keeps >= 1 own token)
+        lcp = min(len(s) for s in seqs) - 1
+        first = seqs[0]
+        for s in seqs[1:]:
+            k = 0
+            while k < lcp and s[k] == first[k]:
+                k += 1
+            lcp = k
+        return self._score_tokens(seqs, lcp)
+
+    def _score_tokens(self, seqs: list[list[int]], lcp: int) -> np.ndarray:
+        import torch
+
+        out = np.zeros((len(seqs), len(self.options)))
+        body, head, softcap = _parts(self.model)
+        opt = torch.tensor(self.option_ids)
+        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if self.autocast else _null()
+        with torch.inference_mode(), ctx:
+            base_cache = None
+            if lcp > 0:
+                pre = torch.tensor([seqs[0][:lcp]], dtype=torch.long)
+                res = body(input_ids=pre, use_cache=True)
+                base_cache = getattr(res, "cache", None) or getattr(res, "past_key_values", None)
+                self.forward_tokens += lcp
+            order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+            for b in range(0, len(order), self.batch_size):
+                idx = order[b:b + self.batch_size]
+                suffixes = [seqs[i][lcp:] for i in idx]
+                width = max(len(s) for s in suffixes)
+                ids = torch.zeros((len(idx), width), dtype=torch.long)
+                for r, s in enumerate(suffixes):
+                    ids[r, :len(s)] = torch.tensor(s, dtype=torch.long)
+                kwargs: dict[str, Any] = {"use_cache": base_cache is not None}
+                if base_cache is not None:
+                    cache = copy.deepcopy(base_cache)
+                    if len(idx) > 1:
+                        cache.batch_repeat_interleave(len(idx))
+                    kwargs[_cache_kwarg(body)] = cache
+                # right padding + causal attention: real positions never see the pads
+                hidden = body(input_ids=ids, **kwargs).last_hidden_state
+                last = torch.tensor([len(s) - 1 for s in suffixes])
+                h = hidden[torch.arange(len(idx)), last]
+                # normaliser from the full-vocabulary logits in the model's compute dtype;
+                # the option logits themselves in float32 (bf16 logits are quantised to
+                # ~0.1 nats, which would swamp small log-odds shifts)
+                logits = head(h).float()
+                with torch.autocast("cpu", enabled=False):
+                    opt_logits = h.float() @ head.weight[opt].float().T
+                    if getattr(head, "bias", None) is not None:
+                        opt_logits = opt_logits + head.bias[opt].float()
+                if softcap is not None:
+                    logits = torch.tanh(logits / softcap) * softcap
+                    opt_logits = torch.tanh(opt_logits / softcap) * softcap
+                logp = opt_logits - torch.logsumexp(logits, dim=-1, keepdim=True)
+                out[idx] = logp.double().numpy()
+                self.forward_tokens += sum(len(s) for s in suffixes)
+        self.prompts_scored += len(seqs)
+        return out
+
+
+def _cache_kwarg(body: Any) -> str:
+    """Name of the KV-cache argument (``cache`` in transformers >= 5.2x, else ``past_key_values``)."""
+    import inspect
+
+    params = inspect.signature(body.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+def normalised_logp(logp: np.ndarray) -> np.ndarray:
+    """Renormalise option log-probabilities over the options (last axis)."""
+    from scipy.special import logsumexp
+
+    logp = np.asarray(logp, dtype=float)
+    return logp - logsumexp(logp, axis=-1, keepdims=True)
