@@ -66,12 +66,11 @@ def fit_svi(model: Callable, data: Any, *, seed: int, priors: Any, guide: str, n
     guide_cls = AutoNormal if guide == "normal" else AutoMultivariateNormal
     g = guide_cls(model, init_loc_fn=init_to_median)
     svi = SVI(model, g, numpyro.optim.Adam(learning_rate), Trace_ELBO())
-    key_run, key_draw, key_pred = jax.random.split(jax.random.PRNGKey(seed), 3)
+    key_run, key_draw, key_det, key_pred = jax.random.split(jax.random.PRNGKey(seed), 4)
     result = svi.run(key_run, num_steps, data, priors, progress_bar=progress)
     latent = g.sample_posterior(key_draw, result.params, sample_shape=(num_draws,))
     # deterministic sites evaluated at the guide's draws
-    samples = Predictive(model, posterior_samples=latent)(
-        key_draw, spec.unobserve(data), priors)
+    samples = Predictive(model, posterior_samples=latent)(key_det, spec.unobserve(data), priors)
     samples = {k: v for k, v in samples.items() if k not in spec.observed}
     samples.update(latent)
     ll = pp = None

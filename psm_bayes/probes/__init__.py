@@ -159,6 +159,7 @@ def load_anthropic_persona(directory: str | Path, traits: Iterable[str] | None =
     traits, n_per_trait, seed
         As in :func:`load_probes`.
     """
+    traits = None if traits is None else list(traits)
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"anthropic persona directory {str(directory)!r} does not exist")

@@ -1,0 +1,231 @@
+"""The NumPyro and Pyro backends implement the same persona-selection model.
+
+* log joint densities agree in float64 (NumPyro ``log_density`` vs Pyro
+  ``log_joint``) and with an independent numpy/scipy evaluation (the numpy
+  maths plus scipy prior densities), on random data with ``count != 1``,
+  mixed sources, with/without latent ``prior_weights`` and ``bias_direction``;
+* the prior predictive of ``y`` has the right shape, support and
+  distribution in both backends;
+* both backends have the same site names.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+import psm_bayes.models.persona_selection_numpyro as npm  # noqa: F401  (sets up float64 JAX first)
+import psm_bayes.models.persona_selection_pyro as ppm
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import pyro  # noqa: E402
+import torch  # noqa: E402
+from numpyro import handlers  # noqa: E402
+from numpyro.infer import Predictive  # noqa: E402
+from numpyro.infer.util import log_density, log_likelihood  # noqa: E402
+from pyro import poutine  # noqa: E402
+
+from psm_bayes.data import Episodes, PSMData, SOURCES
+from psm_bayes.inference.numpyro_backend import sample_prior
+from psm_bayes.inference.pyro_backend import log_joint
+from psm_bayes.models import maths
+from psm_bayes.models.persona_selection import Priors
+from psm_bayes.simulate import random_loglik
+
+NUMPYRO_MODEL = npm.persona_selection
+PYRO_MODEL = ppm.persona_selection
+PRIORS = Priors(concentration=7.0, prior_weights_concentration=1.5, beta_loc=0.1, beta_scale=0.6, bias_scale=0.8)
+
+
+def random_data(seed: int, latent_prior: bool, bias: bool, K: int = 5, n_items: int = 7, n_options: int = 3,
+                N: int = 40, observed: bool = True) -> PSMData:
+    """Random PSMData with non-unit counts and both sources."""
+    rng = np.random.default_rng(seed)
+    table = random_loglik(K, n_items, n_options, rng)
+    items = np.array(table.items, dtype=object)
+    source = np.array(SOURCES, dtype=object)[rng.integers(0, 2, N)]
+    source[:2] = ["sft", "icl"]  # both sources present
+    episodes = Episodes(items[rng.integers(0, n_items, N)],
+                        rng.integers(0, n_options, N) if observed else None,
+                        source, rng.uniform(0.3, 4.0, N))
+    bd = rng.normal(size=(n_items, n_options)) if bias else None
+    pw = None if latent_prior else rng.dirichlet(np.full(K, 2.0))
+    return PSMData(table, episodes, prior_weights=pw, bias_direction=bd)
+
+
+def prior_draw(data: PSMData, priors: Priors, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Latent values drawn from the prior with numpy (same generative story, independent code)."""
+    K = data.n_personas
+    out: dict[str, np.ndarray] = {}
+    if data.prior_weights is None:
+        pi = rng.dirichlet(np.full(K, priors.prior_weights_concentration))
+        out["prior_weights"] = pi
+    else:
+        pi = data.prior_weights
+    out["w"] = rng.dirichlet(priors.concentration * pi)
+    out["beta_sft"] = np.float64(rng.lognormal(priors.beta_loc, priors.beta_scale))
+    out["beta_icl"] = np.float64(rng.lognormal(priors.beta_loc, priors.beta_scale))
+    if data.bias_direction is not None:
+        out["authorial_bias"] = np.float64(rng.normal(0.0, priors.bias_scale))
+    return out
+
+
+def numpy_episode_loglik(data: PSMData, p: dict) -> np.ndarray:
+    """Unscaled ``log p(y_e | params)`` per episode from the numpy maths."""
+    logits = maths.episode_logits(maths.NUMPY, np.log(p["w"]), data.loglik.array, data.item_index,
+                                  data.episodes.source_index, p["beta_sft"], p["beta_icl"],
+                                  p.get("authorial_bias"), data.bias_direction)
+    return logits[np.arange(len(data.episodes)), data.episodes.option]
+
+
+def numpy_log_joint(data: PSMData, priors: Priors, p: dict) -> float:
+    """Log joint from scipy densities and the numpy maths (episodes weighted by count)."""
+    K = data.n_personas
+    lp = 0.0
+    pi = data.prior_weights
+    if pi is None:
+        pi = p["prior_weights"]
+        lp += stats.dirichlet.logpdf(pi, np.full(K, priors.prior_weights_concentration))
+    lp += stats.dirichlet.logpdf(p["w"], priors.concentration * pi)
+    for name in ("beta_sft", "beta_icl"):
+        lp += stats.lognorm.logpdf(p[name], s=priors.beta_scale, scale=np.exp(priors.beta_loc))
+    if data.bias_direction is not None:
+        lp += stats.norm.logpdf(p["authorial_bias"], 0.0, priors.bias_scale)
+    return float(lp + np.sum(data.episodes.count * numpy_episode_loglik(data, p)))
+
+
+CASES = [(seed, latent, bias) for seed in (0, 1, 2) for latent in (False, True) for bias in (False, True)]
+
+
+@pytest.mark.parametrize("seed, latent_prior, bias", CASES)
+def test_log_joint_agrees(seed, latent_prior, bias):
+    data = random_data(seed, latent_prior, bias)
+    rng = np.random.default_rng(100 + seed)
+    for _ in range(3):  # several parameter values per data set
+        p = prior_draw(data, PRIORS, rng)
+        lj_numpyro, _ = log_density(NUMPYRO_MODEL, (data, PRIORS), {}, {k: jnp.asarray(v) for k, v in p.items()})
+        lj_numpyro = float(lj_numpyro)
+        lj_pyro = log_joint(PYRO_MODEL, data, PRIORS, p)
+        lj_numpy = numpy_log_joint(data, PRIORS, p)
+        assert np.isfinite(lj_numpyro)
+        # float64 everywhere: only summation-order rounding separates the three
+        assert lj_pyro == pytest.approx(lj_numpyro, rel=1e-9, abs=1e-6)
+        assert lj_numpy == pytest.approx(lj_numpyro, rel=1e-9, abs=1e-6)
+
+
+@pytest.mark.parametrize("seed, latent_prior, bias", CASES[::3])
+def test_pointwise_loglik_agrees(seed, latent_prior, bias):
+    """Unscaled per-episode log-likelihood: NumPyro ``log_likelihood`` == numpy maths."""
+    data = random_data(seed, latent_prior, bias)
+    p = prior_draw(data, PRIORS, np.random.default_rng(seed))
+    ll = log_likelihood(NUMPYRO_MODEL, {k: jnp.asarray(v)[None] for k, v in p.items()}, data, PRIORS)["y"][0]
+    np.testing.assert_allclose(np.asarray(ll), numpy_episode_loglik(data, p), rtol=1e-10, atol=1e-10)
+    # the log-likelihood depends on the parameters (the comparison above is not vacuous)
+    q = dict(p, beta_sft=p["beta_sft"] * 2.0)
+    assert not np.allclose(numpy_episode_loglik(data, q), numpy_episode_loglik(data, p))
+
+
+def test_log_joint_sensitive_to_counts():
+    """Counts weight the episodes: doubling every count doubles the likelihood part."""
+    data = random_data(5, False, True)
+    p = prior_draw(data, PRIORS, np.random.default_rng(5))
+    doubled = data.replace(episodes=Episodes(data.episodes.item, data.episodes.option, data.episodes.source,
+                                             2 * data.episodes.count))
+    ll = np.sum(data.episodes.count * numpy_episode_loglik(data, p))
+    for lj in (lambda d: float(log_density(NUMPYRO_MODEL, (d, PRIORS), {}, p)[0]),
+               lambda d: log_joint(PYRO_MODEL, d, PRIORS, p)):
+        assert lj(doubled) - lj(data) == pytest.approx(ll, rel=1e-9)
+
+
+def _numpyro_trace(data, seed=0, cond=None):
+    m = NUMPYRO_MODEL if cond is None else handlers.condition(NUMPYRO_MODEL, cond)
+    return handlers.trace(handlers.seed(m, jax.random.PRNGKey(seed))).get_trace(data, PRIORS)
+
+
+def _pyro_trace(data, seed=0, cond=None):
+    pyro.set_rng_seed(seed)
+    m = PYRO_MODEL if cond is None else poutine.condition(PYRO_MODEL, cond)
+    return poutine.trace(m).get_trace(data, PRIORS)
+
+
+def _sites(kind: str, tr) -> dict[str, tuple]:
+    """``{site: shape}`` of sample and deterministic sites (plates excluded)."""
+    if kind == "numpyro":
+        return {k: tuple(np.shape(v["value"])) for k, v in tr.items() if v["type"] in ("sample", "deterministic")}
+    plates = {f.name for node in tr.nodes.values() for f in node.get("cond_indep_stack", ())}
+    return {k: tuple(v["value"].shape) for k, v in tr.nodes.items() if v["type"] == "sample" and k not in plates}
+
+
+@pytest.mark.parametrize("latent_prior, bias", [(False, False), (True, True)])
+@pytest.mark.parametrize("observed", [True, False])
+def test_site_names_identical(latent_prior, bias, observed):
+    data = random_data(3, latent_prior, bias, observed=observed)
+    s_np = _sites("numpyro", _numpyro_trace(data))
+    s_py = _sites("pyro", _pyro_trace(data))
+    assert s_np == s_py
+    expected = {"w", "beta_sft", "beta_icl", "y", "p_item"}
+    expected |= {"prior_weights"} if latent_prior else set()
+    expected |= {"authorial_bias"} if bias else set()
+    assert set(s_np) == expected
+    assert s_np["y"] == (len(data.episodes),) and s_np["p_item"] == (data.n_items, data.n_options)
+
+
+@pytest.mark.parametrize("latent_prior, bias", [(False, True), (True, False)])
+def test_prior_predictive_shape_and_support(latent_prior, bias):
+    data = random_data(4, latent_prior, bias, observed=False)
+    N, O = len(data.episodes), data.n_options
+    y_np = np.asarray(_numpyro_trace(data, seed=1)["y"]["value"])
+    y_py = _pyro_trace(data, seed=1).nodes["y"]["value"].numpy()
+    for y in (y_np, y_py):
+        assert y.shape == (N,)
+        assert np.issubdtype(y.dtype, np.integer)
+        assert y.min() >= 0 and y.max() < O
+    draws = sample_prior(NUMPYRO_MODEL, data, seed=2, priors=PRIORS, num_samples=200)
+    assert draws["y"].shape == (200, N) and draws["w"].shape == (200, data.n_personas)
+    assert set(np.unique(draws["y"])) == set(range(O))  # every option drawn, none outside
+    # the draws vary over the prior (not a constant)
+    assert draws["beta_sft"].std() > 0.1
+
+
+def test_prior_predictive_distribution():
+    """With parameters fixed, both backends draw ``y`` from ``softmax(episode_logits)``.
+
+    N = 3000 episodes; for each option the empirical frequency is compared with
+    the mean model probability. Episodes are independent, so the frequency has
+    sd sqrt(sum_e p(1-p))/N (about 0.009 here); 4.5 sd makes a false failure
+    rarer than 1e-5 per comparison while a wrong distribution (e.g. ignoring
+    beta or the bias) shifts frequencies by several times that.
+    """
+    data = random_data(6, False, True, K=4, n_items=5, n_options=3, N=3000, observed=False)
+    p = prior_draw(data, PRIORS, np.random.default_rng(6))
+    p["beta_sft"], p["beta_icl"], p["authorial_bias"] = np.float64(2.0), np.float64(0.5), np.float64(1.0)
+    probs = np.exp(maths.episode_logits(maths.NUMPY, np.log(p["w"]), data.loglik.array, data.item_index,
+                                        data.episodes.source_index, p["beta_sft"], p["beta_icl"],
+                                        p["authorial_bias"], data.bias_direction))
+    N = len(data.episodes)
+    sd = np.sqrt((probs * (1 - probs)).sum(0)) / N
+    y_np = np.asarray(_numpyro_trace(data, seed=7, cond={k: jnp.asarray(v) for k, v in p.items()})["y"]["value"])
+    y_py = _pyro_trace(data, seed=7, cond={k: torch.as_tensor(v) for k, v in p.items()}).nodes["y"]["value"].numpy()
+    for y in (y_np, y_py):
+        freq = np.bincount(y, minlength=data.n_options) / N
+        assert np.all(np.abs(freq - probs.mean(0)) < 4.5 * sd), (freq, probs.mean(0), sd)
+        # per source too (sft and icl use different betas)
+        for s in (0, 1):
+            m = data.episodes.source_index == s
+            f = np.bincount(y[m], minlength=data.n_options) / m.sum()
+            sd_s = np.sqrt((probs[m] * (1 - probs[m])).sum(0)) / m.sum()
+            assert np.all(np.abs(f - probs[m].mean(0)) < 4.5 * sd_s)
+
+
+def test_numpyro_predictive_matches_p_item():
+    """The deterministic ``p_item`` site equals the numpy maths at beta = 1."""
+    data = random_data(8, True, True)
+    p = prior_draw(data, PRIORS, np.random.default_rng(8))
+    out = Predictive(NUMPYRO_MODEL, posterior_samples={k: jnp.asarray(v)[None] for k, v in p.items()},
+                     return_sites=["p_item"])(jax.random.PRNGKey(0), data, PRIORS)
+    expected = np.exp(maths.assistant_log_probs(maths.NUMPY, np.log(p["w"]), data.loglik.array, 1.0,
+                                                p["authorial_bias"], data.bias_direction))
+    np.testing.assert_allclose(np.asarray(out["p_item"][0]), expected, rtol=1e-10)
+    tr = _pyro_trace(data, cond={k: torch.as_tensor(v) for k, v in p.items()})
+    np.testing.assert_allclose(tr.nodes["p_item"]["value"].numpy(), expected, rtol=1e-10)
