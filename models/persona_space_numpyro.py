@@ -1,0 +1,38 @@
+"""NumPyro backend of the persona-space model (site names as in the Pyro backend)."""
+
+from __future__ import annotations
+
+from psm_bayes.jax_setup import setup
+
+setup()
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpyro  # noqa: E402
+import numpyro.distributions as dist  # noqa: E402
+from numpyro import handlers  # noqa: E402
+
+from psm_bayes.models import maths  # noqa: E402
+from psm_bayes.models import persona_space as ps  # noqa: E402
+from psm_bayes.models.base import ModelSpec, psm_model  # noqa: E402
+
+_OPS = maths.jax_ops()
+
+
+@psm_model(ModelSpec(ps.NAME, "numpyro", ("y",), ps.DIMS, ps.PersonaSpaceData.coords, ps.unobserve,
+                     ps.observed_values, with_observed=ps.with_observed))
+def persona_space(data: ps.PersonaSpaceData, priors: ps.PersonaSpacePriors | None = None) -> None:
+    """The persona-space model in NumPyro; see :mod:`psm_bayes.models.persona_space`."""
+    priors = priors or ps.PersonaSpacePriors()
+    B, a = jnp.asarray(data.loadings), jnp.asarray(data.intercepts)
+    z = numpyro.sample("z", dist.MultivariateNormal(jnp.asarray(data.prior_mean),
+                                                    scale_tril=priors.prior_scale * jnp.asarray(data.prior_chol)))
+    beta_sft = numpyro.sample("beta_sft", dist.LogNormal(priors.beta_loc, priors.beta_scale))
+    beta_icl = numpyro.sample("beta_icl", dist.LogNormal(priors.beta_loc, priors.beta_scale))
+    ep = data.episodes
+    logits = ps.episode_logits(_OPS, B, a, z, jnp.asarray(data.item_index), jnp.asarray(ep.source_index),
+                               beta_sft, beta_icl)
+    obs = None if ep.option is None else jnp.asarray(ep.option)
+    with numpyro.plate("episode", len(ep)), handlers.scale(scale=jnp.asarray(ep.count)):
+        numpyro.sample("y", dist.Bernoulli(logits=logits), obs=obs)
+    numpyro.deterministic("p_item", jax.nn.sigmoid(ps.item_logits(B, a, z)))
