@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-OURS = ["01_quickstart_simulated.ipynb", "02_diagnostics.ipynb", "03_sbc.ipynb"]
+OURS = ["01_quickstart_simulated.ipynb", "02_diagnostics.ipynb", "03_sbc.ipynb",
+        pytest.param("04_psm_real_llm.ipynb", marks=pytest.mark.llm)]
 
 
 @pytest.fixture(scope="module")
