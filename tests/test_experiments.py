@@ -65,6 +65,85 @@ def test_split_and_shot_sequences_are_disjoint_balanced_and_seeded():
     assert len(prompts) == 3 and all(p.count("Answer:") == 3 for p in prompts)
 
 
+def test_fewshot_persona_contexts_no_leakage_and_poles_differ_only_in_answers():
+    from psm_bayes.experiments import finetune
+    from psm_bayes.experiments.pipeline import ExperimentConfig
+    from psm_bayes.llm.prompts import description_context
+    from psm_bayes.probes import OPTIONS, load_personas
+
+    cfg = ExperimentConfig()
+    probes = load_probes(cfg.traits)
+    ev, tr_all = icl.split_probes(probes, cfg.traits, cfg.probes_per_trait, cfg.seed)
+    res, tr = prior.reserve_persona_examples(probes, tr_all, cfg.traits, cfg.persona_examples, cfg.seed)
+    assert set(res) <= set(tr_all) and not set(res) & set(tr) and set(res) | set(tr) == set(tr_all)
+    seqs = icl.shot_sequences(probes, tr, cfg.traits, cfg.max_shots, cfg.orderings, cfg.seed)
+    sft = finetune.sft_examples(probes, tr, cfg.trained_trait, cfg.sft_examples, cfg.seed)
+    used = np.unique(np.concatenate([ev, sft] + [s.items for s in seqs]))   # the table's items
+    assert not set(used) & set(res)
+    spec = load_personas()
+    personas = prior.select_personas(spec, cfg.traits)
+    ctx = dict(zip(personas.ids, prior.persona_contexts(spec, personas, probes, res, "fewshot")))
+    table_prompts = {probes.items.prompts[i] for i in used}
+    for t in cfg.traits:
+        ex = res[probes.trait[res] == t]
+        assert len(ex) == cfg.persona_examples
+        assert (probes.matching_option[ex] == 0).sum() == cfg.persona_examples // 2      # balanced Yes/No
+        plus, minus = ctx[f"{t}+"], ctx[f"{t}-"]
+        assert plus != minus and plus.count("Answer:") == cfg.persona_examples
+        # same statements in the same order: only the answers differ, and they are opposite
+        strip = lambda c: c.replace("Answer: Yes", "Answer: #").replace("Answer: No", "Answer: #")
+        assert strip(plus) == strip(minus)
+        ans_p = [a.split("\n")[0] for a in plus.split("Answer:")[1:]]
+        ans_m = [a.split("\n")[0] for a in minus.split("Answer:")[1:]]
+        expect = [OPTIONS[m] for m in probes.matching_option[ex]]
+        assert ans_p == expect and all(a != b for a, b in zip(ans_p, ans_m))
+        # no table item appears among the persona's examples
+        assert not any(p in plus for p in table_prompts)
+    both = prior.persona_contexts(spec, personas, probes, res, "both")
+    desc = prior.persona_contexts(spec, personas, probes, res, "description")
+    assert all(b == d + ctx[p] for b, d, p in zip(both, desc, personas.ids))
+    assert desc[0] == description_context(personas.descriptions[0])
+    with pytest.raises(ValueError, match="persona_context"):
+        prior.persona_contexts(spec, personas, probes, res, "nope")
+
+
+def test_persona_separation_and_compact_fit(tmp_path):
+    import arviz as az
+    import xarray as xr
+
+    from psm_bayes.experiments.report import compact_fit, save_fit
+    from psm_bayes.io import load_datatree
+    from psm_bayes.probes import load_personas
+
+    traits = ["honesty", "humour"]
+    probes = load_probes(traits)
+    spec = load_personas()
+    personas = prior.select_personas(spec, traits)
+    idx = np.arange(0, len(probes), 7)
+    m = probes.matching_option[idx]
+    L = np.zeros((len(personas), len(idx), 2))
+    L[0, np.arange(len(idx)), m] = 1.0          # honesty+ prefers the matching answer by 1 nat
+    ds = xr.Dataset({"loglik": (("persona", "item", "option"), L),
+                     "neutral_loglik": (("item", "option"), np.zeros((len(idx), 2)))},
+                    coords={"persona": list(personas.ids), "item": [probes.items.ids[i] for i in idx]})
+    sep = prior.persona_separation(ds, probes, spec)
+    assert sep.loc["honesty", "plus"] == pytest.approx(1.0) and sep.loc["honesty", "minus"] == 0
+    assert sep.loc["humour", "separation"] == 0 and sep["n_items"].sum() == len(idx)
+    rng = np.random.default_rng(0)
+    dt = az.from_dict({"posterior": {"a": rng.normal(size=(2, 400)), "row_mean": rng.normal(size=(2, 400, 1300))},
+                       "log_likelihood": {"y": rng.normal(-1, 0.1, size=(2, 400, 1300))},
+                       "posterior_predictive": {"y": rng.normal(size=(2, 400, 1300))},
+                       "observed_data": {"y": rng.normal(size=1300)}},
+                      dims={"row_mean": ["obs"], "y": ["obs"]})
+    small = compact_fit(dt, loglik_draws=200, predictive_draws=20)
+    assert "row_mean" not in small["posterior"] and small["posterior"]["a"].shape == (2, 400)
+    assert small["log_likelihood"]["y"].shape == (2, 100, 1300) and small["log_likelihood"]["y"].dtype == np.float32
+    assert small["posterior_predictive"]["y"].shape == (2, 10, 1300)
+    save_fit(dt, tmp_path / "f.nc", loglik_draws=200, predictive_draws=20)
+    back = load_datatree(tmp_path / "f.nc")
+    assert az.loo(back).elpd == pytest.approx(az.loo(dt).elpd, rel=0.01)
+
+
 def test_build_icl_data_shot_loglik_and_curves():
     import pandas as pd
     import xarray as xr
@@ -110,6 +189,13 @@ def test_config_validation_and_cli_flags():
     assert cfg.traits == ("honesty", "empathy") and cfg.max_shots == 4 and cfg.sft_seeds == 3
     assert cfg.trained_trait == "empathy" and cfg.probes_per_trait == ExperimentConfig.quick().probes_per_trait
     assert config_from_args(build_parser().parse_args(["run", "--out", "x"])) == ExperimentConfig()
+    cfg = config_from_args(build_parser().parse_args(["run", "--out", "x", "--persona-context", "both",
+                                                      "--persona-examples", "4"]))
+    assert cfg.persona_context == "both" and cfg.persona_examples == 4
+    with pytest.raises(ValueError, match="persona_context"):
+        ExperimentConfig(persona_context="bogus")
+    with pytest.raises(ValueError, match="persona_examples"):
+        ExperimentConfig(persona_examples=0)
 
 
 # ---------------------------------------------------------------- real model
@@ -175,11 +261,14 @@ def test_pipeline_end_to_end_quick(gemma, tmp_path):
     for png in ("prior", "icl_curves", "sft_shifts", "joint_posteriors"):
         assert (out / "plots" / f"{png}.png").stat().st_size > 1000
     assert np.isclose(sum(r["prior"]["weights"].values()), 1.0)
+    assert set(r["persona_separation"]) == {"fewshot", "description", "both"}
+    assert "Persona separation" in (out / "report.md").read_text()
     assert len(res.icl_data) == len(res.icl_measurements[res.icl_measurements.n_shots > 0]) + \
         len(cfg.traits) * (res.icl_measurements.n_shots == 0).sum()
     # the LLM measurements are cached: a second measurement pass never calls the model
     probes = load_probes(cfg.traits)
-    ev, tr = icl.split_probes(probes, cfg.traits, cfg.probes_per_trait, cfg.seed)
+    ev, tr_all = icl.split_probes(probes, cfg.traits, cfg.probes_per_trait, cfg.seed)
+    _, tr = prior.reserve_persona_examples(probes, tr_all, cfg.traits, cfg.persona_examples, cfg.seed)
     seqs = icl.shot_sequences(probes, tr, cfg.traits, cfg.max_shots, cfg.orderings, cfg.seed)
     no_model = types.SimpleNamespace(model=None, tokenizer=gemma.tokenizer, key=gemma.key)
     again = icl.measure_icl(no_model, probes, ev, seqs, icl.shot_counts(cfg.max_shots),

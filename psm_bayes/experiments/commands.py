@@ -46,6 +46,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=None, help="seed of splits, shots and fits (default 0)")
     p.add_argument("--table-method", choices=("fast", "scorer"), default=None,
                    help="persona-table scorer (default fast: shared-prefix next-token scoring)")
+    p.add_argument("--persona-context", choices=("fewshot", "description", "both"), default=None,
+                   help="persona form in the persona table: k example answers by the persona (default "
+                        "fewshot), its description preamble, or both")
+    p.add_argument("--persona-examples", type=int, default=None, metavar="K",
+                   help="statements per trait reserved as few-shot persona examples (default 8)")
+    p.add_argument("--target-accept", type=float, default=None, metavar="P", help="NUTS target acceptance")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_main)
 
@@ -54,7 +60,8 @@ _FLAGS = {"probes_per_trait": "probes_per_trait", "max_shots": "max_shots", "ord
           "sft_trait": "sft_trait", "sft_examples": "sft_examples", "sft_steps": "sft_steps",
           "sft_seeds": "sft_seeds", "sft_lr": "sft_lr", "num_samples": "num_samples", "num_warmup": "num_warmup",
           "num_chains": "num_chains", "model": "model", "dtype": "dtype", "threads": "threads", "seed": "seed",
-          "table_method": "table_method"}
+          "table_method": "table_method", "persona_context": "persona_context",
+          "persona_examples": "persona_examples", "target_accept": "target_accept"}
 
 
 def config_from_args(args: argparse.Namespace) -> Any:

@@ -6,7 +6,12 @@
 1. **Persona table and prior** (:mod:`psm_bayes.experiments.prior`): the
    personas of the chosen traits (both poles) score every probe used
    (held-out items, ICL shots, SFT episodes); the neutral context scores them
-   too; EM gives the pre-training prior ``pi``.
+   too; EM gives the pre-training prior ``pi``.  A persona is, by default,
+   ``persona_examples`` in-context answers by it to statements of its trait
+   reserved for that purpose (never scored anywhere); its description, or
+   both, are the alternatives (``persona_context``).  On Gemma 3 270M base
+   the description barely moves the answers (persona separation ~0), the
+   few-shot personas do (see the report's persona separation table).
 2. **ICL** (:mod:`psm_bayes.experiments.icl`): n-shot curves per trait and
    ordering, measured on held-out items of every chosen trait ->
    :class:`~psm_bayes.models.icl_curves.ICLData`.
@@ -76,6 +81,20 @@ class ExperimentConfig:
         Seed of splits, shot sequences and fits.
     description_index : int
         Which persona description to use.
+    persona_context : {"fewshot", "description", "both"}
+        How a persona conditions the model in the persona table: ``k``
+        in-context example answers by the persona (``fewshot``: the positive
+        pole gives each statement's matching answer, the negative pole the
+        other one), its description as a preamble, or both
+        (:func:`psm_bayes.experiments.prior.persona_contexts`).
+    persona_examples : int
+        ``k``: statements per trait reserved from the training pool as the
+        few-shot personas' examples (never ICL shots, SFT episodes, held-out
+        or table items).  Reserved in every mode, so the design does not
+        depend on ``persona_context``.
+    compare_persona_contexts : bool
+        Also score the persona table under the other context forms (cheap)
+        and report the persona separation of each.
     prior_pseudo_count : float
         EM pseudo-count (keeps every prior weight positive).
     table_method : {"fast", "scorer"}
@@ -84,6 +103,16 @@ class ExperimentConfig:
         Prompts per forward pass.
     num_warmup, num_samples, num_chains : int
         NUTS settings of every fit.
+    target_accept : float
+        NUTS target acceptance probability.
+    refit_unconverged : bool
+        Refit a fit whose max R-hat >= 1.01 or min bulk ESS < 400 once, with
+        twice the warm-up and draws and ``target_accept`` 0.95.
+    saved_loglik_draws, saved_predictive_draws : int
+        Draws (all chains together) kept in the saved ``fits/*.nc`` for the
+        pointwise log-likelihood and the posterior predictive (thinned evenly,
+        float32); per-row deterministic means are not saved (see
+        :func:`psm_bayes.experiments.report.compact_fit`).  The report's numbers use every draw.
     extrapolation_fraction : float
         Share of the distinct shot counts used to fit before extrapolating.
     """
@@ -93,7 +122,7 @@ class ExperimentConfig:
     max_shots: int = 8
     orderings: int = 2
     sft_trait: str | None = None
-    sft_examples: int = 32
+    sft_examples: int = 24
     sft_steps: int = 24
     sft_batch_size: int = 8
     sft_lr: float = 1e-3
@@ -105,12 +134,19 @@ class ExperimentConfig:
     threads: int = 1
     seed: int = 0
     description_index: int = 0
+    persona_context: str = "fewshot"
+    persona_examples: int = 8
+    compare_persona_contexts: bool = True
     prior_pseudo_count: float = 1.0
     table_method: str = "fast"
     batch_size: int = 16
-    num_warmup: int = 500
-    num_samples: int = 500
+    num_warmup: int = 1000
+    num_samples: int = 1000
     num_chains: int = 2
+    target_accept: float = 0.9
+    refit_unconverged: bool = True
+    saved_loglik_draws: int = 500
+    saved_predictive_draws: int = 100
     extrapolation_fraction: float = 0.5
 
     def __post_init__(self) -> None:
@@ -123,6 +159,18 @@ class ExperimentConfig:
                      "sft_batch_size", "lora_rank", "threads", "batch_size", "num_samples", "num_chains"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)!r}")
+        from psm_bayes.experiments.prior import PERSONA_CONTEXTS
+
+        if self.persona_context not in PERSONA_CONTEXTS:
+            raise ValueError(f"persona_context: expected one of {PERSONA_CONTEXTS}, got {self.persona_context!r}")
+        if self.persona_examples < 0 or (self.persona_examples == 0 and self.persona_context != "description"):
+            raise ValueError(f"persona_examples: expected >= 1 for persona_context={self.persona_context!r}, "
+                             f"got {self.persona_examples}")
+        if not 0.5 <= float(self.target_accept) < 1:
+            raise ValueError(f"target_accept: expected in [0.5, 1), got {self.target_accept!r}")
+        for name in ("saved_loglik_draws", "saved_predictive_draws"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"{name}: expected >= 0, got {getattr(self, name)!r}")
         if self.sft_probe_trained < 0:
             raise ValueError(f"sft_probe_trained: expected >= 0, got {self.sft_probe_trained}")
 
@@ -135,7 +183,8 @@ class ExperimentConfig:
     def quick(cls, **overrides: Any) -> "ExperimentConfig":
         """A tiny setting for tests (a couple of minutes on one core)."""
         base = dict(traits=("honesty", "humour"), probes_per_trait=4, max_shots=2, orderings=1, sft_examples=8,
-                    sft_steps=8, sft_seeds=1, sft_probe_trained=2, num_warmup=150, num_samples=150, num_chains=2)
+                    sft_steps=8, sft_seeds=1, sft_probe_trained=2, persona_examples=4, num_warmup=150,
+                    num_samples=150, num_chains=2, refit_unconverged=False)
         return cls(**{**base, **overrides})
 
     @classmethod
@@ -143,7 +192,7 @@ class ExperimentConfig:
         """A notebook-sized setting (a few minutes)."""
         base = dict(traits=("honesty", "sycophancy", "humour"), probes_per_trait=6, max_shots=4, orderings=2,
                     sft_examples=16, sft_steps=12, sft_seeds=1, sft_probe_trained=4, num_warmup=300,
-                    num_samples=300)
+                    num_samples=300, refit_unconverged=False)
         return cls(**{**base, **overrides})
 
     def to_dict(self) -> dict:
@@ -203,10 +252,21 @@ class _Log:
 
 
 def _fit(model: Any, data: Any, cfg: ExperimentConfig, seed_offset: int = 0, **kw: Any) -> Any:
+    """NUTS with the config's settings; one refit (2x warm-up and draws, target_accept 0.95) if unconverged."""
     from psm_bayes.inference import fit_nuts
 
-    return fit_nuts(model, data, seed=cfg.seed + seed_offset, num_warmup=cfg.num_warmup,
-                    num_samples=cfg.num_samples, num_chains=cfg.num_chains, **kw)
+    dt = fit_nuts(model, data, seed=cfg.seed + seed_offset, num_warmup=cfg.num_warmup,
+                  num_samples=cfg.num_samples, num_chains=cfg.num_chains, target_accept=cfg.target_accept, **kw)
+    if cfg.refit_unconverged:
+        d = fit_diagnostics(dt)
+        if d["max_rhat"] >= 1.01 or d["min_ess_bulk"] < 400:
+            first = {k: d[k] for k in ("max_rhat", "min_ess_bulk", "divergences")}
+            dt = fit_nuts(model, data, seed=cfg.seed + seed_offset + 1000, num_warmup=2 * cfg.num_warmup,
+                          num_samples=2 * cfg.num_samples, num_chains=cfg.num_chains,
+                          target_accept=max(cfg.target_accept, 0.95), **kw)
+            dt.attrs["refit"] = 1
+            dt.attrs["first_fit"] = str(first)
+    return dt
 
 
 def fit_diagnostics(dt: Any) -> dict:
@@ -214,8 +274,11 @@ def fit_diagnostics(dt: Any) -> dict:
     from psm_bayes.diagnostics import check
 
     v = check(dt)
+    post = dt["posterior"]
     return {"max_rhat": float(v.max_rhat), "min_ess_bulk": float(v.min_ess_bulk), "divergences": int(v.divergences),
-            "ok": bool(v.ok), "problems": list(v.problems)}
+            "ok": bool(v.ok), "problems": list(v.problems),
+            "chains": int(post.sizes.get("chain", 1)), "draws": int(post.sizes.get("draw", 0)),
+            "refit": bool(dt.attrs.get("refit", 0)), "first_fit": str(dt.attrs.get("first_fit", ""))}
 
 
 def posterior_summary(dt: Any, name: str, prob: float = 0.9) -> dict:
@@ -254,6 +317,7 @@ def run_experiment(config: ExperimentConfig | None = None, out_dir: str | os.Pat
     -------
     ExperimentResult
     """
+    from psm_bayes.data import DataError
     from psm_bayes.experiments import finetune, icl, prior, report
     from psm_bayes.probes import load_personas, load_probes
 
@@ -265,7 +329,10 @@ def run_experiment(config: ExperimentConfig | None = None, out_dir: str | os.Pat
 
     # ------------------------------------------------------------ design
     probes = load_probes(cfg.traits)
-    eval_idx, train_idx = icl.split_probes(probes, cfg.traits, cfg.probes_per_trait, cfg.seed)
+    eval_idx, train_all = icl.split_probes(probes, cfg.traits, cfg.probes_per_trait, cfg.seed)
+    # persona examples: reserved before anything else uses the training pool (never scored in the table)
+    persona_idx, train_idx = prior.reserve_persona_examples(probes, train_all, cfg.traits, cfg.persona_examples,
+                                                            cfg.seed)
     sequences = icl.shot_sequences(probes, train_idx, cfg.traits, cfg.max_shots, cfg.orderings, cfg.seed)
     n_values = icl.shot_counts(cfg.max_shots)
     sft_train = finetune.sft_examples(probes, train_idx, cfg.trained_trait, cfg.sft_examples, cfg.seed)
@@ -273,8 +340,11 @@ def run_experiment(config: ExperimentConfig | None = None, out_dir: str | os.Pat
     sft_probe = np.concatenate([eval_idx, sft_train[np.linspace(0, len(sft_train) - 1, n_tr).astype(int)]
                                 if n_tr else np.zeros(0, int)])
     used = np.unique(np.concatenate([eval_idx, sft_train] + [s.items for s in sequences]))
+    if np.intersect1d(used, persona_idx).size:
+        raise DataError("persona_examples: reserved persona examples are also scored items (leakage)")
     table_items = probes.subset(used)
-    personas = prior.select_personas(load_personas(description_index=cfg.description_index), cfg.traits)
+    spec = load_personas(description_index=cfg.description_index)
+    personas = prior.select_personas(spec, cfg.traits)
 
     # ------------------------------------------------------------ models
     from psm_bayes.llm import load_model
@@ -286,9 +356,23 @@ def run_experiment(config: ExperimentConfig | None = None, out_dir: str | os.Pat
 
     # ------------------------------------------------------------ persona table + prior
     log.stage(f"persona table ({len(personas)} personas x {len(table_items)} items)")
-    cache_path = out / "cache" / ("table.nc" if cfg.table_method == "fast" else "scores")
-    table = prior.score_persona_table(loaded, personas, table_items.items, method=cfg.table_method,
-                                      cache_path=cache_path, batch_size=cfg.batch_size, progress=progress)
+    modes = [cfg.persona_context] + ([m for m in prior.PERSONA_CONTEXTS if m != cfg.persona_context]
+                                     if cfg.compare_persona_contexts else [])
+    if cfg.table_method == "scorer" and cfg.persona_context != "description":
+        raise DataError("table_method: 'scorer' supports persona_context='description' only")
+    tables, separation, mode_priors = {}, {}, {}
+    for mode in modes:
+        if mode != "description" and cfg.table_method == "scorer":
+            continue
+        ctx = None if mode == "description" else prior.persona_contexts(spec, personas, probes, persona_idx, mode)
+        name = "table.nc" if mode == "description" else f"table-{mode}.nc"
+        cache_path = out / "cache" / (name if cfg.table_method == "fast" else "scores")
+        tables[mode] = prior.score_persona_table(loaded, personas, table_items.items, method=cfg.table_method,
+                                                 cache_path=cache_path, batch_size=cfg.batch_size,
+                                                 progress=progress, contexts=ctx)
+        separation[mode] = prior.persona_separation(tables[mode], probes, spec)
+        mode_priors[mode] = prior.prior_from_table(tables[mode], pseudo_count=cfg.prior_pseudo_count).weights
+    table = tables[cfg.persona_context]
     em = prior.prior_from_table(table, pseudo_count=cfg.prior_pseudo_count)
     pi = em.weights
     L = prior.normalised_table(table)
@@ -331,7 +415,8 @@ def run_experiment(config: ExperimentConfig | None = None, out_dir: str | os.Pat
         log.stage(f"NUTS {name}")
         fits[name] = _fit(model, icl_data, cfg, j)
         extrap[name] = extrapolation_error(model, train_d, test_d, cfg.seed + j, num_warmup=cfg.num_warmup,
-                                           num_samples=cfg.num_samples, num_chains=cfg.num_chains)
+                                           num_samples=cfg.num_samples, num_chains=cfg.num_chains,
+                                           target_accept=cfg.target_accept)
         log.done(f"NUTS {name}")
     for j, (name, model) in enumerate(SFT_MODELS.items()):
         log.stage(f"NUTS {name}")
@@ -353,7 +438,17 @@ def run_experiment(config: ExperimentConfig | None = None, out_dir: str | os.Pat
         "sizes": {"personas": len(personas), "table_items": len(table_items), "icl_rows": len(icl_data),
                   "icl_curves": icl_data.n_curves, "sft_items": len(sft_data), "sft_train_examples": len(sft_train)},
         "prior": {"weights": dict(zip(personas.ids, map(float, pi))), "em_iterations": em.n_iter,
-                  "em_converged": em.converged, "em_objective": float(em.loglik[-1])},
+                  "em_converged": em.converged, "em_objective": float(em.loglik[-1]),
+                  "persona_context": cfg.persona_context,
+                  "persona_examples": {t: [probes.items.ids[i] for i in persona_idx[probes.trait[persona_idx] == t]]
+                                       for t in cfg.traits}},
+        "persona_separation": {
+            mode: {"by_trait": {t: {k: float(v) for k, v in row.items()} for t, row in sep.iterrows()},
+                   "mean_plus": float(sep["plus"].mean()), "mean_minus": float(sep["minus"].mean()),
+                   "mean_separation": float(sep["separation"].mean()),
+                   "prior": dict(zip(personas.ids, map(float, mode_priors[mode]))),
+                   "prior_max_over_min": float(np.max(mode_priors[mode]) / np.min(mode_priors[mode]))}
+            for mode, sep in separation.items()},
         "diagnostics": {n: fit_diagnostics(dt) for n, dt in fits.items()},
         "icl": {"loo": _cmp_records(icl_cmp),
                 "extrapolation": {n: {k: float(v) for k, v in m.items()} for n, m in extrap.items()},
@@ -377,7 +472,8 @@ def run_experiment(config: ExperimentConfig | None = None, out_dir: str | os.Pat
     results["timings"] = dict(log.stages)
     res = ExperimentResult(out, results, fits, icl_data, sft_data, table, pi, icl_meas, sft_meas,
                            extra={"icl_compare": icl_cmp, "sft_compare": sft_cmp, "em": em, "sft_info": sft_info,
-                                  "personas": personas, "config": cfg})
+                                  "personas": personas, "config": cfg, "separation": separation,
+                                  "tables": tables})
     report.write_report(res)
     log.done("report")
     results["timings"] = dict(log.stages)

@@ -137,18 +137,154 @@ def em_prior_weights(persona_loglik: np.ndarray, neutral_loglik: np.ndarray, *, 
 
 
 # ---------------------------------------------------------------- persona table
-def table_fingerprint(model_key: str, personas: PersonaSet, items: ItemSet, method: str) -> str:
-    """Hash identifying a persona table (model, persona descriptions, item prompts, options, method)."""
-    payload = json.dumps({"model": model_key, "method": method,
-                          "personas": [list(personas.ids), list(personas.descriptions)],
-                          "items": [list(items.ids), list(items.prompts), [list(o) for o in items.options]]},
-                         sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+PERSONA_CONTEXTS: tuple[str, ...] = ("description", "fewshot", "both")
+"""Persona context forms: the description preamble, ``k`` in-context answers by the persona, or both."""
+
+
+def reserve_persona_examples(probes: Any, train_idx: np.ndarray, traits: Sequence[str], k: int,
+                             seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Set aside ``k`` training statements per trait as the few-shot personas' examples.
+
+    The reserved statements (half matching-Yes, half matching-No where
+    possible, in a seeded order) are removed from the training pool, so they
+    are never ICL shots, SFT episodes or held-out items -- i.e. never scored in
+    the persona table, whose items are exactly those (no leakage of a
+    persona's own example answers into its table row).
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        ``(reserved_idx, remaining_train_idx)``; ``reserved_idx`` is grouped by
+        trait in ``traits`` order, each group in prompt order.
+    """
+    if k < 0:
+        raise ValueError(f"persona_examples: expected >= 0, got {k}")
+    train_idx = np.asarray(train_idx, dtype=int)
+    if k == 0:
+        return np.zeros(0, dtype=int), train_idx
+    res = []
+    for ti, t in enumerate(traits):
+        pool = train_idx[probes.trait[train_idx] == t]
+        if pool.size <= k:
+            raise DataError(f"persona_examples: {k} reserved statements of {t!r} leave no training pool "
+                            f"({pool.size} training statements)")
+        rng = np.random.default_rng([seed, 4, ti])
+        yes = pool[probes.matching_option[pool] == 0]
+        no = pool[probes.matching_option[pool] == 1]
+        n_yes = min(yes.size, (k + 1) // 2)
+        n_no = min(no.size, k - n_yes)
+        n_yes = k - n_no
+        pick = np.concatenate([rng.choice(yes, n_yes, replace=False), rng.choice(no, n_no, replace=False)])
+        res.append(rng.permutation(pick))
+    reserved = np.concatenate(res)
+    return reserved, np.setdiff1d(train_idx, reserved)
+
+
+def persona_contexts(spec: Any, personas: PersonaSet, probes: Any, reserved_idx: np.ndarray,
+                     mode: str = "description") -> list[str]:
+    """The context text of every persona.
+
+    Parameters
+    ----------
+    spec : PersonaSpec
+        Gives each persona's trait and pole.
+    personas : PersonaSet
+        The personas (ids looked up in ``spec``), with descriptions.
+    probes : ProbeSet
+        Probes indexed by ``reserved_idx``.
+    reserved_idx : array of int
+        Persona examples (:func:`reserve_persona_examples`); persona ``t+``/``t-``
+        uses the reserved statements of trait ``t``, in the same order.
+    mode : {"description", "fewshot", "both"}
+        ``description``: :func:`~psm_bayes.llm.prompts.description_context`;
+        ``fewshot``: :func:`~psm_bayes.llm.prompts.fewshot_context` of the
+        reserved statements answered as the pole would (``+``: the matching
+        answer, ``-``: the other answer); ``both``: description, then examples.
+
+    Returns
+    -------
+    list of str
+    """
+    from psm_bayes.llm import prompts
+    from psm_bayes.probes import OPTIONS
+
+    if mode not in PERSONA_CONTEXTS:
+        raise ValueError(f"persona_context: expected one of {PERSONA_CONTEXTS}, got {mode!r}")
+    row = {pid: j for j, pid in enumerate(spec.personas.ids)}
+    reserved_idx = np.asarray(reserved_idx, dtype=int)
+    out = []
+    for k, pid in enumerate(personas.ids):
+        if pid not in row:
+            raise DataError(f"personas.ids: {pid!r} is not in the persona spec")
+        ctx = ""
+        if mode in ("description", "both"):
+            desc = personas.descriptions[k]
+            if not desc.strip():
+                raise DataError(f"personas.descriptions[{k}]: persona {pid!r} has no description")
+            ctx += prompts.description_context(desc)
+        if mode in ("fewshot", "both"):
+            trait, pole = str(spec.trait[row[pid]]), str(spec.pole[row[pid]])
+            ex = reserved_idx[probes.trait[reserved_idx] == trait]
+            if ex.size == 0:
+                raise DataError(f"persona_examples: no reserved statements of {trait!r} for persona {pid!r}")
+            match = probes.matching_option[ex]
+            answers = match if pole == "+" else 1 - match
+            ctx += prompts.fewshot_context([(probes.items.prompts[i], OPTIONS[a]) for i, a in zip(ex, answers)])
+        out.append(ctx)
+    return out
+
+
+def persona_separation(table: Any, probes: Any, spec: Any) -> Any:
+    """Mean log-odds of the matching answer on each trait's table items under its ``+`` and ``-`` persona.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index ``trait``; columns ``plus``, ``minus``, ``separation``
+        (``plus - minus``), ``neutral`` and ``n_items``.
+    """
+    import pandas as pd
+
+    L = table["loglik"].transpose("persona", "item", "option")
+    N = table["neutral_loglik"].transpose("item", "option").values
+    pos = {iid: j for j, iid in enumerate(probes.items.ids)}
+    items = [str(x) for x in L.coords["item"].values]
+    pidx = np.array([pos[i] for i in items])
+    m = probes.matching_option[pidx]
+    tr = probes.trait[pidx]
+    rows = np.arange(len(items))
+    lv = L.values
+    lo = lv[:, rows, m] - lv[:, rows, 1 - m]                 # (persona, item) log-odds of matching
+    nlo = N[rows, m] - N[rows, 1 - m]
+    prow = {pid: j for j, pid in enumerate(spec.personas.ids)}
+    per = [str(p) for p in L.coords["persona"].values]
+    out = []
+    for t in dict.fromkeys(str(spec.trait[prow[p]]) for p in per):
+        sel = tr == t
+        if not sel.any():
+            continue
+        get = {str(spec.pole[prow[p]]): j for j, p in enumerate(per) if str(spec.trait[prow[p]]) == t}
+        plus = float(lo[get["+"], sel].mean()) if "+" in get else float("nan")
+        minus = float(lo[get["-"], sel].mean()) if "-" in get else float("nan")
+        out.append({"trait": t, "plus": plus, "minus": minus, "separation": plus - minus,
+                    "neutral": float(nlo[sel].mean()), "n_items": int(sel.sum())})
+    return pd.DataFrame(out).set_index("trait")
+
+
+def table_fingerprint(model_key: str, personas: PersonaSet, items: ItemSet, method: str,
+                      contexts: Sequence[str] | None = None) -> str:
+    """Hash identifying a persona table (model, persona contexts, item prompts, options, method)."""
+    payload = {"model": model_key, "method": method,
+               "personas": [list(personas.ids), list(personas.descriptions)],
+               "items": [list(items.ids), list(items.prompts), [list(o) for o in items.options]]}
+    if contexts is not None:
+        payload["contexts"] = list(contexts)
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def score_persona_table(loaded: Any, personas: PersonaSet, items: ItemSet, *, method: str = "fast",
                         cache_path: str | Path | None = None, batch_size: int = 16,
-                        progress: bool = True) -> Any:
+                        progress: bool = True, contexts: Sequence[str] | None = None) -> Any:
     """Score every (persona, item, option) and every neutral (item, option).
 
     Parameters
@@ -169,6 +305,9 @@ def score_persona_table(loaded: Any, personas: PersonaSet, items: ItemSet, *, me
         Prompts per forward pass.
     progress : bool
         Show a progress bar.
+    contexts : sequence of str, optional
+        One context per persona (e.g. from :func:`persona_contexts`); default
+        ``description_context(description)``.  ``method="fast"`` only.
 
     Returns
     -------
@@ -182,8 +321,14 @@ def score_persona_table(loaded: Any, personas: PersonaSet, items: ItemSet, *, me
 
     if method not in ("fast", "scorer"):
         raise ValueError(f"method: expected 'fast' or 'scorer', got {method!r}")
-    fp = table_fingerprint(loaded.key, personas, items, method)
+    if contexts is not None:
+        contexts = list(contexts)
+        if len(contexts) != len(personas):
+            raise DataError(f"contexts: expected {len(personas)} (one per persona), got {len(contexts)}")
+    fp = table_fingerprint(loaded.key, personas, items, method, contexts)
     if method == "scorer":
+        if contexts is not None:
+            raise DataError("contexts: method='scorer' scores description contexts only; use method='fast'")
         from psm_bayes.llm import Scorer
 
         ds = Scorer(loaded, batch_size=batch_size).score_table(personas, items, neutral=True, cache=cache_path,
@@ -210,9 +355,12 @@ def score_persona_table(loaded: Any, personas: PersonaSet, items: ItemSet, *, me
         bar = tqdm(total=len(personas) + 1, unit="context", desc="persona table")
     try:
         for k, desc in enumerate(personas.descriptions):
-            if not desc.strip():
-                raise DataError(f"personas.descriptions[{k}]: persona {personas.ids[k]!r} has no description")
-            ctx = prompts.description_context(desc)
+            if contexts is not None:
+                ctx = contexts[k]
+            else:
+                if not desc.strip():
+                    raise DataError(f"personas.descriptions[{k}]: persona {personas.ids[k]!r} has no description")
+                ctx = prompts.description_context(desc)
             ll[k] = nts.score([ctx + t for t in texts])
             if bar is not None:
                 bar.update(1)
@@ -227,7 +375,8 @@ def score_persona_table(loaded: Any, personas: PersonaSet, items: ItemSet, *, me
         coords={"persona": list(personas.ids), "item": list(items.ids), "option": np.arange(len(options))},
         attrs={"model_key": loaded.key, "fingerprint": fp, "method": method,
                "options": json.dumps(list(options)),
-               "prompt_format": "description_context(description) + item_text(prompt) + option"})
+               "prompt_format": ("description_context(description)" if contexts is None else "context(persona)")
+               + " + item_text(prompt) + option"})
     if cache_path is not None:
         from psm_bayes.io import atomic_path
 

@@ -67,10 +67,65 @@ def write_json(path: str | Path, obj: Any) -> Path:
     return write_text(path, json.dumps(_clean(obj), indent=2, default=_json_default, allow_nan=False) + "\n")
 
 
-def save_fit(dt: Any, path: str | Path) -> Path:
-    """A DataTree as NetCDF (h5netcdf), atomically."""
+def _thin(ds: Any, n_keep: int) -> Any:
+    """Keep about ``n_keep`` draws in total (all chains), evenly spaced within each chain."""
+    if "draw" not in ds.dims:
+        return ds
+    n_chain = int(ds.sizes.get("chain", 1))
+    per = max(1, int(np.ceil(n_keep / n_chain)))
+    n_draw = int(ds.sizes["draw"])
+    if per >= n_draw:
+        return ds
+    return ds.isel(draw=np.unique(np.linspace(0, n_draw - 1, per).round().astype(int)))
+
+
+def compact_fit(dt: Any, *, loglik_draws: int = 500, predictive_draws: int = 100,
+                max_posterior_size: int = 1_000_000) -> Any:
+    """A smaller copy of a fit for disk.
+
+    * ``posterior``: every latent site with all draws, unchanged; deterministic
+      per-row variables larger than ``max_posterior_size`` elements (e.g. the
+      ICL models' ``nll_mean``, draws x 1800 rows) are dropped -- they are
+      recomputable from the latents and the data;
+    * ``log_likelihood``: thinned evenly to about ``loglik_draws`` draws (all
+      chains together), float32 -- enough for PSIS-LOO on reload;
+    * ``posterior_predictive``: thinned to about ``predictive_draws`` draws,
+      float32 (dropped when 0);
+    * every other group unchanged.  The attrs record what was changed.
+    """
+    import xarray as xr
+
+    groups = {}
+    notes = []
+    for name, node in dt.children.items():
+        ds = node.to_dataset()
+        if name == "posterior":
+            big = [v for v in ds.data_vars if ds[v].size > max_posterior_size]
+            if big:
+                ds = ds.drop_vars(big)
+                notes.append(f"posterior: dropped {big}")
+        elif name in ("log_likelihood", "posterior_predictive"):
+            keep = loglik_draws if name == "log_likelihood" else predictive_draws
+            if keep == 0:
+                notes.append(f"{name}: dropped")
+                continue
+            before = int(ds.sizes.get("draw", 0))
+            ds = _thin(ds, keep)
+            ds = ds.map(lambda v: v.astype(np.float32) if v.dtype == np.float64 else v, keep_attrs=True)
+            notes.append(f"{name}: float32, draws {before} -> {int(ds.sizes.get('draw', 0))} per chain")
+        groups["/" + name] = ds
+    out = xr.DataTree.from_dict(groups)
+    out.attrs = dict(dt.attrs)
+    out.attrs["compacted"] = "; ".join(notes)
+    return out
+
+
+def save_fit(dt: Any, path: str | Path, **compact: Any) -> Path:
+    """A DataTree as NetCDF (h5netcdf), atomically; ``compact`` options -> :func:`compact_fit` first."""
     from psm_bayes.io import save_datatree
 
+    if compact:
+        dt = compact_fit(dt, **compact)
     return save_datatree(dt, path)
 
 
@@ -259,6 +314,31 @@ def plot_losses(losses: dict, path: Path) -> Path:
 
 
 # ---------------------------------------------------------------- report
+_CONTEXT_TEXT = {"description": "its description as a preamble",
+                 "fewshot": "{k} in-context example answers by the persona -- the positive pole gives each "
+                            "statement's matching answer, the negative pole the other one",
+                 "both": "its description, then {k} in-context example answers by the persona"}
+
+
+def _separation_table(sep: dict) -> str:
+    """Markdown: per trait, plus / minus / separation for each persona form measured."""
+    if not sep:
+        return "(not measured)"
+    modes = list(sep)
+    traits = list(next(iter(sep.values()))["by_trait"])
+    cols = ["trait"] + [f"{m} {c}" for m in modes for c in ("plus", "minus", "sep")] + ["neutral", "items"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    first = sep[modes[0]]["by_trait"]
+    for t in traits:
+        vals = [f"{sep[m]['by_trait'][t][c]:+.3f}" for m in modes for c in ("plus", "minus", "separation")]
+        lines.append(f"| {t} | " + " | ".join(vals) + f" | {first[t]['neutral']:+.3f} | {int(first[t]['n_items'])} |")
+    vals = [f"**{sep[m][c]:+.3f}**" for m in modes for c in ("mean_plus", "mean_minus", "mean_separation")]
+    lines.append("| mean | " + " | ".join(vals) + " | | |")
+    vals = [f"{sep[m]['prior_max_over_min']:.2f}" if c == "plus" else "" for m in modes for c in ("plus", "minus", "sep")]
+    lines.append("| prior max/min | " + " | ".join(vals) + " | | |")
+    return "\n".join(lines)
+
+
 def _fmt_post(p: dict) -> str:
     return f"{p['mean']:.3g} (sd {p['sd']:.2g}; {int(100 * p['prob'])}% [{p['lo']:.3g}, {p['hi']:.3g}])"
 
@@ -272,7 +352,8 @@ def write_report(res: Any) -> Path:
     plots = out / "plots"
     # fits and data
     for name, dt in res.fits.items():
-        save_fit(dt, out / "fits" / f"{name}.nc")
+        save_fit(dt, out / "fits" / f"{name}.nc", loglik_draws=cfg.saved_loglik_draws,
+                 predictive_draws=cfg.saved_predictive_draws)
     for name, df in (("icl_measurements", res.icl_measurements), ("sft_measurements", res.sft_measurements)):
         with atomic_path(out / "data" / f"{name}.csv") as tmp:
             df.to_csv(tmp, index=False)
@@ -289,7 +370,8 @@ def write_report(res: Any) -> Path:
     plot_joint(res.fits["psm_joint"], plots / "joint_posteriors.png")
     plot_losses(r["sft"]["losses"], plots / "sft_loss.png")
 
-    diag = pd.DataFrame(r["diagnostics"]).T[["max_rhat", "min_ess_bulk", "divergences", "ok"]]
+    diag = pd.DataFrame(r["diagnostics"]).T[["max_rhat", "min_ess_bulk", "divergences", "ok", "chains", "draws",
+                                              "refit", "first_fit"]]
     diag.index.name = "fit"
     diag["max_rhat"] = [f"{float(v):.4f}" for v in diag["max_rhat"]]
     diag["min_ess_bulk"] = [f"{float(v):.0f}" for v in diag["min_ess_bulk"]]
@@ -310,6 +392,7 @@ def write_report(res: Any) -> Path:
                              "prior": res.prior_weights}).set_index("persona")
     timings = pd.DataFrame({"seconds": r["timings"]})
     timings.index.name = "stage"
+    sep_md = _separation_table(r.get("persona_separation", {}))
     cfg_lines = "\n".join(f"- `{k}`: {v}" for k, v in r["config"].items())
     text = f"""# PSM on a real language model: {r['model']['model_id']}
 
@@ -326,14 +409,21 @@ items in the persona table, {r['sizes']['icl_rows']} ICL measurements in {r['siz
 
 ## 1. Persona table and pre-training prior
 
-Every persona (both poles of each trait; description as a preamble) and the neutral context (no preamble)
-score every probe; the prior `pi` is the persona mixture that best explains the neutral answers
-(EM, {r['prior']['em_iterations']} iterations, converged: {r['prior']['em_converged']}, pseudo-count
-{cfg.prior_pseudo_count}).
+Every persona (both poles of each trait; context: {_CONTEXT_TEXT[cfg.persona_context].format(k=cfg.persona_examples)})
+and the neutral context (no persona text) score every probe; the prior `pi` is the persona mixture that best
+explains the neutral answers (EM, {r['prior']['em_iterations']} iterations, converged: {r['prior']['em_converged']},
+pseudo-count {cfg.prior_pseudo_count}).  The few-shot examples are {cfg.persona_examples} statements per trait
+reserved from the training pool: never held out, never ICL shots or SFT episodes, never scored in the table.
 
 ![prior](plots/prior.png)
 
 {md_table(prior_df)}
+
+**Persona separation**: mean log-odds of the matching answer on each trait's table items under its `+` and
+`-` persona (`separation` = plus - minus; `neutral` = no persona text), for each persona form measured
+(the report uses `{cfg.persona_context}`); last rows: mean over traits and the EM prior's max/min weight ratio.
+
+{sep_md}
 
 ## 2. In-context learning curves
 
@@ -385,7 +475,12 @@ Predicted-vs-observed correlation (posterior mean, 90% interval):
 
 ## 5. Diagnostics
 
-Latent sites only; `ok` = max R-hat < 1.01, min bulk ESS >= 400, no divergences.
+Latent sites only; `ok` = max R-hat < 1.01, min bulk ESS >= 400, no divergences.  NUTS: {cfg.num_warmup}
+warm-up + {cfg.num_samples} draws per chain, target_accept {cfg.target_accept}; a fit that missed R-hat/ESS is
+refitted once with twice the warm-up and draws and target_accept 0.95 (`refit`; `first_fit` = its first
+diagnostics).  Saved fits keep every posterior draw of the latent sites; the pointwise log-likelihood and the
+posterior predictive are thinned to {cfg.saved_loglik_draws} / {cfg.saved_predictive_draws} draws (float32) and
+the per-row deterministic means are not saved (the report's numbers use every draw).
 
 {md_table(diag)}
 
