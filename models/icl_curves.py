@@ -59,7 +59,7 @@ from typing import Sequence
 
 import numpy as np
 
-from psm_bayes.data import DataError, _as_str_tuple, _check_finite, _check_unique, _fail
+from psm_bayes.data import DataError, _as_str_tuple, _check_finite, _check_unique, _fail, check_int_array
 from psm_bayes.models.maths import Ops
 
 YES_OPTION = 0
@@ -111,18 +111,10 @@ def check_logprob(arr, shape: tuple[int, ...], field_name: str, what: str) -> np
 
 def check_option(arr, n: int, n_options: int, field_name: str) -> np.ndarray:
     """Validate integer option indices in ``[0, n_options)`` of shape ``(n,)``."""
-    a = np.asarray(arr)
-    if a.shape != (n,):
-        _fail(field_name, f"expected shape ({n},), got {a.shape}")
-    if a.dtype.kind == "f":
-        _check_finite(a, field_name)
-        if not np.all(a == np.round(a)):
-            _fail(field_name, "expected integer option indices")
-    elif a.dtype.kind not in "iu":
-        _fail(field_name, f"expected integer option indices, got dtype {a.dtype}")
-    if n and (a.min() < 0 or a.max() >= n_options):
+    a = check_int_array(arr, field_name, n)
+    if n and a.max() >= n_options:
         _fail(field_name, f"expected indices in [0, {n_options}), found range [{int(a.min())}, {int(a.max())}]")
-    return a.astype(np.int64)
+    return a
 
 
 def check_personas(personas: Sequence[str], n_personas: int, field_name: str = "personas") -> tuple[str, ...]:
@@ -188,18 +180,7 @@ class ICLData:
         if not curve:
             _fail("curve", "expected at least one row")
         n = len(curve)
-        shots = np.asarray(self.n_shots)
-        if shots.shape != (n,):
-            _fail("n_shots", f"expected shape ({n},) to match curve, got {shots.shape}")
-        if shots.dtype.kind == "f":
-            _check_finite(shots, "n_shots")
-            if not np.all(shots == np.round(shots)):
-                _fail("n_shots", "expected integer shot counts")
-        elif shots.dtype.kind not in "iu":
-            _fail("n_shots", f"expected integer shot counts, got dtype {shots.dtype}")
-        if (shots < 0).any():
-            _fail("n_shots", f"expected counts >= 0, found {int(shots.min())}")
-        shots = shots.astype(np.int64)
+        shots = check_int_array(self.n_shots, "n_shots", n, what="shot counts", match="curve")
         curves = _as_str_tuple(self.curves, "curves") or tuple(dict.fromkeys(curve))
         _check_unique(curves, "curves")
         lookup = {c: j for j, c in enumerate(curves)}

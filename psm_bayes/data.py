@@ -59,6 +59,26 @@ def _check_finite(arr: np.ndarray, field_name: str) -> None:
         _fail(field_name, f"expected finite values, found {arr[idx]!r} at index {idx} ({int(bad.sum())} non-finite)")
 
 
+def check_int_array(values, field_name: str, n: int, what: str = "option indices",
+                    match: str = "") -> np.ndarray:
+    """Validate a shape ``(n,)`` array of non-negative integers (integral floats allowed) as int64.
+
+    ``what`` names the values in messages; ``match`` the field whose length ``n`` is.
+    """
+    a = np.asarray(values)
+    if a.shape != (n,):
+        _fail(field_name, f"expected shape ({n},){f' to match {match}' if match else ''}, got {a.shape}")
+    if a.dtype.kind == "f":
+        _check_finite(a, field_name)
+        if not np.all(a == np.round(a)):
+            _fail(field_name, f"expected integer {what}")
+    elif a.dtype.kind not in "iu":
+        _fail(field_name, f"expected integer {what}, got dtype {a.dtype}")
+    if n and a.min() < 0:
+        _fail(field_name, f"expected {what} >= 0, found {int(a.min())}")
+    return a.astype(np.int64)
+
+
 @dataclass(frozen=True)
 class PersonaSet:
     """Personas a model can select among.
@@ -242,18 +262,7 @@ class Episodes:
         n = item.shape[0]
         option = self.option
         if option is not None:
-            opt = np.asarray(option)
-            if opt.shape != (n,):
-                _fail("episodes.option", f"expected shape ({n},) to match episodes.item, got {opt.shape}")
-            if opt.dtype.kind == "f":
-                _check_finite(opt, "episodes.option")
-                if not np.all(opt == np.round(opt)):
-                    _fail("episodes.option", "expected integer option indices")
-            elif opt.dtype.kind not in "iu":
-                _fail("episodes.option", f"expected integer option indices, got dtype {opt.dtype}")
-            if (opt < 0).any():
-                _fail("episodes.option", f"expected indices >= 0, found {int(opt.min())}")
-            option = opt.astype(np.int64)
+            option = check_int_array(option, "episodes.option", n, match="episodes.item")
         source = np.full(n, "sft", dtype=object) if self.source is None else np.asarray(self.source, dtype=object)
         if source.shape != (n,):
             _fail("episodes.source", f"expected shape ({n},), got {source.shape}")
