@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from psm_bayes.data import DataError
+from psm_bayes.experiments.prior import table_lookup
 from psm_bayes.probes import OPTIONS, ProbeSet
 
 LORA_TARGETS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -288,15 +289,7 @@ def build_sft_data(measurements: pd.DataFrame, probes: ProbeSet, train_items: np
     """
     from psm_bayes.models.sft_shift import SFTShiftData
 
-    L = loglik.transpose("persona", "item", "option")
-    cols = {str(x): j for j, x in enumerate(L.coords["item"].values)}
-    Lv = np.asarray(L.values, dtype=float)
-
-    def col(i: int) -> int:
-        iid = probes.items.ids[i]
-        if iid not in cols:
-            raise DataError(f"loglik: persona table lacks item {iid!r}")
-        return cols[iid]
+    Lv, col = table_lookup(loglik, probes)
 
     agg = (measurements.groupby("item", sort=False)
            .agg(item_id=("item_id", "first"), item_trait=("item_trait", "first"), trained=("trained", "first"),
@@ -308,4 +301,4 @@ def build_sft_data(measurements: pd.DataFrame, probes: ProbeSet, train_items: np
                         target_option=agg["target_option"].to_numpy(), train_loglik=np.asarray(train_ll),
                         trained=agg["trained"].to_numpy(bool), prior_weights=np.asarray(prior_weights),
                         shift=agg["shift"].to_numpy(float),
-                        personas=tuple(str(p) for p in L.coords["persona"].values))
+                        personas=tuple(str(p) for p in loglik.coords["persona"].values))

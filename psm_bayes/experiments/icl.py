@@ -47,6 +47,7 @@ import numpy as np
 import pandas as pd
 
 from psm_bayes.data import DataError
+from psm_bayes.experiments.prior import table_lookup
 from psm_bayes.probes import OPTIONS, ProbeSet
 
 
@@ -283,15 +284,7 @@ def build_icl_data(measurements: pd.DataFrame, sequences: Sequence[ShotSequence]
     """
     from psm_bayes.models.icl_curves import ICLData
 
-    L = loglik.transpose("persona", "item", "option")
-    table_items = {str(x): j for j, x in enumerate(L.coords["item"].values)}
-    Lv = np.asarray(L.values, dtype=float)
-
-    def col(i: int) -> int:
-        iid = probes.items.ids[i]
-        if iid not in table_items:
-            raise DataError(f"loglik: persona table lacks item {iid!r}")
-        return table_items[iid]
+    Lv, col = table_lookup(loglik, probes)
 
     traits = list(dict.fromkeys(s.trait for s in sequences))
     item_traits = list(dict.fromkeys(measurements["item_trait"]))
@@ -323,7 +316,7 @@ def build_icl_data(measurements: pd.DataFrame, sequences: Sequence[ShotSequence]
     return ICLData(curve=tuple(pick(curve)), n_shots=np.array(pick(n_shots)), nll=np.array(pick(nll)),
                    shot_loglik=np.array(pick(shot_ll)), target_loglik=np.array(pick(tgt_ll)),
                    target_option=np.array(pick(tgt_opt)), prior_weights=np.asarray(prior_weights),
-                   curves=tuple(curves), personas=tuple(str(p) for p in L.coords["persona"].values))
+                   curves=tuple(curves), personas=tuple(str(p) for p in loglik.coords["persona"].values))
 
 
 def icl_summary(measurements: pd.DataFrame) -> pd.DataFrame:

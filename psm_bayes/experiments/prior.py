@@ -385,6 +385,23 @@ def score_persona_table(loaded: Any, personas: PersonaSet, items: ItemSet, *, me
     return ds
 
 
+def table_lookup(loglik: Any, probes: Any) -> tuple[np.ndarray, Any]:
+    """``(values (persona, item, option), col)`` where ``col(i)`` is probe ``i``'s column in ``loglik``.
+
+    ``col`` raises :class:`~psm_bayes.data.DataError` for a probe the table lacks.
+    """
+    L = loglik.transpose("persona", "item", "option")
+    columns = {str(x): j for j, x in enumerate(L.coords["item"].values)}
+
+    def col(i: int) -> int:
+        iid = probes.items.ids[i]
+        if iid not in columns:
+            raise DataError(f"loglik: persona table lacks item {iid!r}")
+        return columns[iid]
+
+    return np.asarray(L.values, dtype=float), col
+
+
 def prior_from_table(table: Any, *, n_iter: int = 500, pseudo_count: float = 1.0) -> EMResult:
     """:func:`em_prior_weights` on a persona table from :func:`score_persona_table`."""
     L = table["loglik"].transpose("persona", "item", "option").values
