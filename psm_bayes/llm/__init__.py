@@ -11,7 +11,10 @@ Public API (imported lazily, so ``import psm_bayes.llm`` is cheap):
 * :class:`ScoreCache` -- resumable Parquet cache of scores
   (:mod:`psm_bayes.llm.cache`);
 * prompt formats :func:`item_text`, :func:`description_context`,
-  :func:`fewshot_context`, :func:`neutral_context` (:mod:`psm_bayes.llm.prompts`).
+  :func:`fewshot_context`, :func:`neutral_context` (:mod:`psm_bayes.llm.prompts`);
+* :func:`embed_texts` / :func:`persona_space_prior` -- mean-pooled hidden
+  states and the PCA persona-space prior built from them
+  (:mod:`psm_bayes.llm.embeddings`).
 
 Example
 -------
@@ -39,6 +42,8 @@ _EXPORTS = {
     "description_context": "psm_bayes.llm.prompts",
     "fewshot_context": "psm_bayes.llm.prompts",
     "neutral_context": "psm_bayes.llm.prompts",
+    "embed_texts": "psm_bayes.llm.embeddings",
+    "persona_space_prior": "psm_bayes.llm.embeddings",
 }
 
 __all__ = sorted(_EXPORTS)
