@@ -336,12 +336,9 @@ def simulate(n_items: int = 20, n_dims: int = 2, n_episodes: int = 200, *, seed:
         ``data``, ``truth`` (``z``, ``beta_sft``, ``beta_icl``, ``p_item``)
         and the held-out items (no episodes).
     """
-    from psm_bayes.simulate import Simulation
+    from psm_bayes.simulate import Simulation, check_fractions, episode_design
 
-    if not 0 <= icl_fraction <= 1:
-        raise ValueError(f"icl_fraction: expected a probability in [0, 1], got {icl_fraction}")
-    if not 0 <= heldout_fraction < 1:
-        raise ValueError(f"heldout_fraction: expected a fraction in [0, 1), got {heldout_fraction}")
+    check_fractions(icl_fraction, heldout_fraction)
     priors = priors or PersonaSpacePriors()
     rng = np.random.default_rng(seed)
     B = rng.normal(0.0, loading_scale, (n_items, n_dims))
@@ -352,11 +349,7 @@ def simulate(n_items: int = 20, n_dims: int = 2, n_episodes: int = 200, *, seed:
     fixed = dict(truth or {})
     z = np.asarray(fixed.get("z", mu + priors.prior_scale * np.linalg.cholesky(cov) @ rng.normal(size=n_dims)))
     beta = [float(fixed.get(f"beta_{s}", rng.lognormal(priors.beta_loc, priors.beta_scale))) for s in SOURCES]
-    n_held = int(round(heldout_fraction * n_items))
-    order = rng.permutation(n_items)
-    held, train = np.sort(order[:n_held]), np.sort(order[n_held:])
-    item_idx = rng.choice(train, size=n_episodes)
-    source_idx = (rng.random(n_episodes) < icl_fraction).astype(np.int64)
+    held, item_idx, source_idx = episode_design(rng, n_items, n_episodes, icl_fraction, heldout_fraction)
     eta = episode_logits(maths.NUMPY, B, a, z, item_idx, source_idx, beta[0], beta[1])
     y = (rng.random(n_episodes) < 1.0 / (1.0 + np.exp(-eta))).astype(np.int64)
     data = PersonaSpaceData.from_arrays(B, a, mu, cov, item_idx, y, np.array(SOURCES, dtype=object)[source_idx])

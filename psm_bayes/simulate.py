@@ -47,6 +47,30 @@ def random_loglik(n_personas: int, n_items: int, n_options: int, rng: np.random.
                                   [f"i{i}" for i in range(n_items)])
 
 
+def check_fractions(icl_fraction: float, heldout_fraction: float) -> None:
+    """Validate the episode-design fractions of a simulator."""
+    if not 0 <= icl_fraction <= 1:
+        raise ValueError(f"icl_fraction: expected a probability in [0, 1], got {icl_fraction}")
+    if not 0 <= heldout_fraction < 1:
+        raise ValueError(f"heldout_fraction: expected a fraction in [0, 1), got {heldout_fraction}")
+
+
+def episode_design(rng: np.random.Generator, n_items: int, n_episodes: int, icl_fraction: float,
+                   heldout_fraction: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Held-out items, and the item and source index of each episode.
+
+    A ``heldout_fraction`` of the items gets no episodes; episodes pick the
+    other items uniformly and are in-context (source 1) with probability
+    ``icl_fraction``.
+    """
+    n_held = int(round(heldout_fraction * n_items))
+    order = rng.permutation(n_items)
+    held, train = np.sort(order[:n_held]), np.sort(order[n_held:])
+    item_idx = rng.choice(train, size=n_episodes)
+    source_idx = (rng.random(n_episodes) < icl_fraction).astype(np.int64)
+    return held, item_idx, source_idx
+
+
 def simulate(n_personas: int = 8, n_items: int = 60, n_options: int = 2, n_episodes: int = 500, *,
              seed: int = 0, priors: Priors | None = None, loglik: LogLikTable | None = None,
              icl_fraction: float = 0.3, heldout_fraction: float = 0.2, latent_prior: bool = False,
@@ -82,10 +106,7 @@ def simulate(n_personas: int = 8, n_items: int = 60, n_options: int = 2, n_episo
         Fix some parameters (``w``, ``prior_weights``, ``beta_sft``,
         ``beta_icl``, ``authorial_bias``) instead of drawing them.
     """
-    if not 0 <= icl_fraction <= 1:
-        raise ValueError(f"icl_fraction: expected a probability in [0, 1], got {icl_fraction}")
-    if not 0 <= heldout_fraction < 1:
-        raise ValueError(f"heldout_fraction: expected a fraction in [0, 1), got {heldout_fraction}")
+    check_fractions(icl_fraction, heldout_fraction)
     priors = priors or Priors()
     rng = np.random.default_rng(seed)
     table = loglik if loglik is not None else random_loglik(n_personas, n_items, n_options, rng, loglik_scale)
@@ -104,11 +125,7 @@ def simulate(n_personas: int = 8, n_items: int = 60, n_options: int = 2, n_episo
         d = np.zeros((n_items, n_options))
         d[np.arange(n_items), rng.integers(0, n_options, n_items)] = 1.0
 
-    n_held = int(round(heldout_fraction * n_items))
-    order = rng.permutation(n_items)
-    held, train = np.sort(order[:n_held]), np.sort(order[n_held:])
-    item_idx = rng.choice(train, size=n_episodes)
-    source_idx = (rng.random(n_episodes) < icl_fraction).astype(np.int64)
+    held, item_idx, source_idx = episode_design(rng, n_items, n_episodes, icl_fraction, heldout_fraction)
     persona = rng.choice(K, size=n_episodes, p=w)
     lp = np.stack([maths.persona_log_probs(maths.NUMPY, L, b, bias, d) for b in beta])  # (2, K, I, O)
     p = np.exp(lp[source_idx, persona, item_idx])
