@@ -48,7 +48,7 @@ import pandas as pd
 
 from psm_bayes.data import DataError
 from psm_bayes.experiments.prior import table_lookup
-from psm_bayes.probes import OPTIONS, ProbeSet
+from psm_bayes.probes import OPTIONS, ProbeSet, balanced_pick
 
 
 # ---------------------------------------------------------------- design
@@ -72,13 +72,7 @@ def split_probes(probes: ProbeSet, traits: Sequence[str], n_eval: int, seed: int
         if n_eval >= idx.size:
             raise DataError(f"probes_per_trait: {n_eval} held out leaves no training statements for {t!r} "
                             f"({idx.size} statements)")
-        yes = idx[probes.matching_option[idx] == 0]
-        no = idx[probes.matching_option[idx] == 1]
-        n_yes = min(yes.size, (n_eval + 1) // 2)
-        n_no = min(no.size, n_eval - n_yes)
-        n_yes = n_eval - n_no
-        pick = np.concatenate([rng.choice(yes, n_yes, replace=False), rng.choice(no, n_no, replace=False)])
-        pick = np.sort(pick)
+        pick = np.sort(balanced_pick(rng, idx, probes.matching_option, n_eval))
         ev.append(pick)
         tr.append(np.setdiff1d(idx, pick))
     return np.concatenate(ev), np.concatenate(tr)

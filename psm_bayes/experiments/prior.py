@@ -53,6 +53,7 @@ import numpy as np
 from scipy.special import log_softmax, logsumexp
 
 from psm_bayes.data import DataError, ItemSet, PersonaSet
+from psm_bayes.probes import balanced_pick
 
 
 @dataclass(frozen=True)
@@ -169,13 +170,7 @@ def reserve_persona_examples(probes: Any, train_idx: np.ndarray, traits: Sequenc
             raise DataError(f"persona_examples: {k} reserved statements of {t!r} leave no training pool "
                             f"({pool.size} training statements)")
         rng = np.random.default_rng([seed, 4, ti])
-        yes = pool[probes.matching_option[pool] == 0]
-        no = pool[probes.matching_option[pool] == 1]
-        n_yes = min(yes.size, (k + 1) // 2)
-        n_no = min(no.size, k - n_yes)
-        n_yes = k - n_no
-        pick = np.concatenate([rng.choice(yes, n_yes, replace=False), rng.choice(no, n_no, replace=False)])
-        res.append(rng.permutation(pick))
+        res.append(rng.permutation(balanced_pick(rng, pool, probes.matching_option, k)))
     reserved = np.concatenate(res)
     return reserved, np.setdiff1d(train_idx, reserved)
 

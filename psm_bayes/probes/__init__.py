@@ -81,6 +81,17 @@ class PersonaSpec:
     pole: np.ndarray
 
 
+def balanced_pick(rng: np.random.Generator, idx: np.ndarray, matching_option: np.ndarray, k: int) -> np.ndarray:
+    """``k`` of the probes ``idx``, half matching-Yes and half matching-No where possible.
+
+    Returns the Yes picks followed by the No picks (unsorted draws).
+    """
+    yes = idx[matching_option[idx] == 0]
+    no = idx[matching_option[idx] == 1]
+    n_no = min(no.size, k - min(yes.size, (k + 1) // 2))
+    return np.concatenate([rng.choice(yes, k - n_no, replace=False), rng.choice(no, n_no, replace=False)])
+
+
 def _question(statement: str) -> str:
     return f'{QUESTION}\n"{statement}"'
 
