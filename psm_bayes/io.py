@@ -54,16 +54,21 @@ def _suffix(path: Path, allowed: tuple[str, ...], what: str) -> str:
     return suffix
 
 
-def save_datatree(dt, path: str | Path) -> Path:
-    """Write a DataTree to ``.nc`` (h5netcdf) or ``.zarr``, atomically."""
+def _save_xarray(obj, path: str | Path, what: str) -> Path:
+    """Write an xarray Dataset or DataTree to ``.nc`` (h5netcdf) or ``.zarr``, atomically."""
     path = Path(path)
-    suffix = _suffix(path, (".nc", ".zarr"), "DataTree")
+    suffix = _suffix(path, (".nc", ".zarr"), what)
     with atomic_path(path) as tmp:
         if suffix == ".nc":
-            dt.to_netcdf(tmp, engine="h5netcdf")
+            obj.to_netcdf(tmp, engine="h5netcdf")
         else:
-            dt.to_zarr(tmp)
+            obj.to_zarr(tmp)
     return path
+
+
+def save_datatree(dt, path: str | Path) -> Path:
+    """Write a DataTree to ``.nc`` (h5netcdf) or ``.zarr``, atomically."""
+    return _save_xarray(dt, path, "DataTree")
 
 
 def load_datatree(path: str | Path):
@@ -81,15 +86,7 @@ def load_datatree(path: str | Path):
 
 def save_data(data: PSMData, path: str | Path) -> Path:
     """Write :class:`PSMData` to ``.nc`` or ``.zarr``, atomically."""
-    path = Path(path)
-    suffix = _suffix(path, (".nc", ".zarr"), "data")
-    ds = data.to_dataset()
-    with atomic_path(path) as tmp:
-        if suffix == ".nc":
-            ds.to_netcdf(tmp, engine="h5netcdf")
-        else:
-            ds.to_zarr(tmp)
-    return path
+    return _save_xarray(data.to_dataset(), path, "data")
 
 
 def load_data(path: str | Path) -> PSMData:
