@@ -48,17 +48,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-import psm_bayes.models.persona_selection_numpyro as npm  # noqa: E402  (configures JAX: x64, host devices)
+import psm_bayes.models.persona_mixture_numpyro as npm  # noqa: E402  (configures JAX: x64, host devices)
 import arviz as az  # noqa: E402  (after numpyro)
 import torch  # noqa: E402
 
 from psm_bayes.inference import fit_nuts, fit_svi  # noqa: E402
-from psm_bayes.models.persona_selection import Priors  # noqa: E402
+from psm_bayes.models.persona_mixture import Priors  # noqa: E402
 from psm_bayes.simulate import simulate  # noqa: E402
 
 torch.set_num_threads(1)
 import jax  # noqa: E402
-import psm_bayes.models.persona_selection_pyro as ppm  # noqa: E402
+import psm_bayes.models.persona_mixture_pyro as ppm  # noqa: E402
 
 _COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration",
                    "/jax/core/compile/backend_compile_duration")
@@ -83,7 +83,7 @@ def _compile_seconds(t0: float, t1: float) -> float:
         end = b
     return total
 
-MODELS = {"numpyro": npm.persona_selection, "pyro": ppm.persona_selection}
+MODELS = {"numpyro": npm.persona_mixture, "pyro": ppm.persona_mixture}
 PRIORS = Priors(prior_weights_concentration=5.0)
 
 

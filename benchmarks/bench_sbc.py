@@ -1,6 +1,6 @@
 """Benchmark simulation-based calibration: vectorised JAX vs a Python loop, Ray vs serial.
 
-Runs SBC of a model (default: persona_selection on the tiny ``psm-bayes sbc``
+Runs SBC of a model (default: persona_mixture on the tiny ``psm-bayes sbc``
 template, ``L = 99`` draws thinned by 2, 300 warm-up) for ``--replicates``
 prior draws with
 
@@ -19,7 +19,7 @@ markdown tables with speed-ups relative to the serial loop.
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_sbc.py [--replicates 200] [--model persona_selection]
+    .venv/bin/python benchmarks/bench_sbc.py [--replicates 200] [--model persona_mixture]
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--replicates", type=int, default=200)
     p.add_argument("--fit-replicates", type=int, default=3, help="replicates timed for the fit_nuts loop")
-    p.add_argument("--model", default="persona_selection")
+    p.add_argument("--model", default="persona_mixture")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--warmup", type=int, default=300)
     p.add_argument("--skip", nargs="*", default=[], choices=["vmap1", "fit", "ray", "chunks"], help="rows to skip")

@@ -1,26 +1,31 @@
 """Inference for any psm-bayes model: ``fit_nuts`` and ``fit_svi`` return ArviZ DataTrees.
 
 The backend (NumPyro or Pyro) is read from the model's
-:class:`~psm_bayes.models.base.ModelSpec`; nothing here imports a specific
-model.
+:class:`~psm_bayes.models.base.ModelSpec` and looked up in
+:mod:`psm_bayes.inference.backends`; nothing here imports a specific model.
+Programs call :func:`configure_jax` (float64, host devices) at start; the
+NumPyro fit functions call it too. Nothing runs at import time.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
+from psm_bayes.inference.backends import BACKENDS, check_backend, get_backend
+from psm_bayes.inference.jax_config import configure_jax
 from psm_bayes.models.base import spec_of
 
-__all__ = ["fit_nuts", "fit_svi"]
+__all__ = ["fit_nuts", "fit_svi", "setup", "configure_jax", "get_backend", "BACKENDS"]
+
+
+def setup(backend: str = "numpyro") -> None:
+    """Configure ``backend`` for this process (for NumPyro: :func:`configure_jax`)."""
+    if check_backend(backend) == "numpyro":
+        configure_jax()
 
 
 def _backend(model: Callable):
-    backend = spec_of(model).backend
-    if backend == "numpyro":
-        from psm_bayes.inference import numpyro_backend as mod
-    else:
-        from psm_bayes.inference import pyro_backend as mod
-    return mod
+    return get_backend(spec_of(model).backend)
 
 
 def fit_nuts(model: Callable, data: Any, *, seed: int, priors: Any = None, num_warmup: int = 500,

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from psm_bayes.jax_setup import setup
+import jax
+import numpy as np
+import numpyro
+from numpyro.infer import MCMC, NUTS, SVI, Predictive, Trace_ELBO, init_to_median, log_likelihood
+from numpyro.infer.autoguide import AutoMultivariateNormal, AutoNormal
 
-setup()
-
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-import numpyro  # noqa: E402
-from numpyro.infer import MCMC, NUTS, SVI, Predictive, Trace_ELBO, init_to_median, log_likelihood  # noqa: E402
-from numpyro.infer.autoguide import AutoMultivariateNormal, AutoNormal  # noqa: E402
-
-from psm_bayes.inference.datatree import build_datatree  # noqa: E402
-from psm_bayes.models.base import spec_of  # noqa: E402
+from psm_bayes.inference.datatree import build_datatree
+from psm_bayes.inference.jax_config import configure_jax
+from psm_bayes.models.base import spec_of
 
 _EXTRA = ("diverging", "energy", "num_steps", "accept_prob")
 
@@ -36,6 +33,7 @@ def _predictive_groups(model: Callable, data: Any, priors: Any, flat: dict, n_ch
 def fit_nuts(model: Callable, data: Any, *, seed: int, priors: Any, num_warmup: int, num_samples: int,
              num_chains: int, target_accept: float, max_tree_depth: int, predictive: bool, progress: bool):
     """NumPyro NUTS -> DataTree (see :func:`psm_bayes.inference.fit_nuts`)."""
+    configure_jax()
     spec = spec_of(model)
     method = "parallel" if jax.local_device_count() >= num_chains else "sequential"
     mcmc = MCMC(NUTS(model, target_accept_prob=target_accept, max_tree_depth=max_tree_depth,
@@ -62,6 +60,7 @@ def fit_nuts(model: Callable, data: Any, *, seed: int, priors: Any, num_warmup: 
 def fit_svi(model: Callable, data: Any, *, seed: int, priors: Any, guide: str, num_steps: int,
             learning_rate: float, num_draws: int, predictive: bool, progress: bool):
     """NumPyro SVI -> DataTree (see :func:`psm_bayes.inference.fit_svi`)."""
+    configure_jax()
     spec = spec_of(model)
     guide_cls = AutoNormal if guide == "normal" else AutoMultivariateNormal
     g = guide_cls(model, init_loc_fn=init_to_median)
@@ -87,8 +86,18 @@ def _step_array(losses) -> Any:
     return xr.DataArray(np.asarray(losses), dims=("step",))
 
 
-def sample_prior(model: Callable, data: Any, *, seed: int, priors: Any = None, num_samples: int = 500) -> dict:
+def prior_predictive(model: Callable, data: Any, *, seed: int, priors: Any = None, num_samples: int = 500) -> dict:
     """Prior and prior-predictive draws ``{site: (num_samples, ...)}`` (observed sites unobserved)."""
+    configure_jax()
     spec = spec_of(model)
     out = Predictive(model, num_samples=num_samples)(jax.random.PRNGKey(seed), spec.unobserve(data), priors)
     return {k: np.asarray(v) for k, v in out.items()}
+
+
+def log_density(model: Callable, data: Any, priors: Any, values: dict[str, Any]) -> float:
+    """Log joint density of ``model`` at the latent ``values``, in float64."""
+    from numpyro.infer.util import log_density as _log_density
+
+    configure_jax()
+    vals = {k: jax.numpy.asarray(np.asarray(v, dtype=float)) for k, v in values.items()}
+    return float(_log_density(model, (data, priors), {}, vals)[0])

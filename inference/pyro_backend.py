@@ -138,8 +138,18 @@ def fit_svi(model: Callable, data: Any, *, seed: int, priors: Any, guide: str, n
                           attrs={"inference": f"svi-{guide}", "inference_library": "pyro", "seed": seed})
 
 
-def log_joint(model: Callable, data: Any, priors: Any, values: dict[str, Any]) -> float:
+def log_density(model: Callable, data: Any, priors: Any, values: dict[str, Any]) -> float:
     """Log joint density of ``model`` at ``values`` (latent sites), in float64."""
     cond = {k: torch.as_tensor(np.asarray(v), dtype=torch.float64) for k, v in values.items()}
     tr = poutine.trace(poutine.condition(model, cond)).get_trace(data, priors)
     return float(tr.log_prob_sum())
+
+
+@_with_torch_threads
+def prior_predictive(model: Callable, data: Any, *, seed: int, priors: Any = None, num_samples: int = 500) -> dict:
+    """Prior and prior-predictive draws ``{site: (num_samples, ...)}`` (observed sites unobserved)."""
+    spec = spec_of(model)
+    _seed(seed)
+    with torch.no_grad():
+        out = Predictive(model, num_samples=num_samples)(spec.unobserve(data), priors)
+    return {k: _np(v) for k, v in out.items()}

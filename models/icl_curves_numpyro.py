@@ -13,20 +13,17 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from psm_bayes.jax_setup import setup
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
 
-setup()
-
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import numpyro  # noqa: E402
-import numpyro.distributions as dist  # noqa: E402
-
-from psm_bayes.data import DataError  # noqa: E402
-from psm_bayes.models import icl_curves as icl  # noqa: E402
-from psm_bayes.models import maths  # noqa: E402
-from psm_bayes.models.base import ModelSpec, psm_model  # noqa: E402
-from psm_bayes.models.icl_curves import ICLData, ICLPriors  # noqa: E402
+from psm_bayes.data import DataError
+from psm_bayes.models import icl_curves as icl
+from psm_bayes.models import maths
+from psm_bayes.models.base import ModelSpec, psm_model
+from psm_bayes.models.icl_curves import ICLData, ICLPriors
+from psm_bayes.models.numpyro_predict import design_simulator
 
 _OPS = maths.jax_ops()
 
@@ -135,6 +132,11 @@ def bounded_power_law(data: ICLData, priors: ICLPriors | None = None) -> None:
 ICL_MODELS: dict[str, Callable] = {m.spec.name: m for m in (psm_icl, bayesian_icl_law, power_law,
                                                              bounded_power_law)}
 """The four ICL models by name."""
+
+simulate_psm_icl = design_simulator(psm_icl, icl.make_icl_design)
+simulate_bayesian_icl_law = design_simulator(bayesian_icl_law, icl.make_icl_design)
+simulate_power_law = design_simulator(power_law, icl.make_icl_design)
+simulate_bounded_power_law = design_simulator(bounded_power_law, icl.make_icl_design)
 
 
 def predicted_nll(model: Callable, dt, data: ICLData, *, seed: int = 0, priors: ICLPriors | None = None) -> np.ndarray:

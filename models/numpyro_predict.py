@@ -14,16 +14,12 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
-from psm_bayes.jax_setup import setup
+import jax
+import numpy as np
+from numpyro import handlers
+from numpyro.infer import Predictive
 
-setup()
-
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-from numpyro import handlers  # noqa: E402
-from numpyro.infer import Predictive  # noqa: E402
-
-from psm_bayes.models.base import spec_of  # noqa: E402
+from psm_bayes.models.base import spec_of
 
 
 def latent_sites(model: Callable, data: Any, priors: Any = None) -> list[str]:
@@ -66,6 +62,25 @@ def simulate(model: Callable, data: Any, params: Mapping[str, Any], *, seed: int
     for k, v in params.items():
         sites.setdefault(k, np.asarray(v))
     return spec.with_observed(data, {k: sites[k] for k in spec.observed}), sites
+
+
+def design_simulator(model: Callable, design: Callable) -> Callable:
+    """A catalogue simulator ``simulate(priors=None, *, seed, **sizes) -> (data, truth)``.
+
+    ``design(seed=, **sizes)`` builds the data template (or a tuple whose
+    first item is one); the truth (latent sites) and the observations are
+    drawn from ``model``'s own prior predictive.
+    """
+
+    def simulate_from_prior(priors: Any = None, *, seed: int, **sizes) -> tuple[Any, dict[str, np.ndarray]]:
+        template = design(seed=seed, **sizes)
+        template = template[0] if isinstance(template, tuple) else template
+        data, sites = simulate(model, template, {}, seed=seed, priors=priors)
+        latent = latent_sites(model, template, priors)
+        return data, {k: sites[k] for k in latent}
+
+    simulate_from_prior.__doc__ = f"Data and truth drawn from the prior predictive of {spec_of(model).name}."
+    return simulate_from_prior
 
 
 def posterior_draws(dt, names: list[str]) -> dict[str, np.ndarray]:

@@ -11,7 +11,7 @@ Generative story (maths written once, below, for numpy, JAX and torch):
   (:func:`persona_space_prior_from_embeddings`);
 * ``beta_sft, beta_icl ~ LogNormal(beta_loc, beta_scale)``: evidence
   strengths of post-training (``sft``) and in-context (``icl``) episodes, as
-  in :mod:`psm_bayes.models.persona_selection`;
+  in :mod:`psm_bayes.models.persona_mixture`;
 * behaviours are logits linear in ``z``: a persona at ``z`` answers "yes" to
   item ``i`` with ``logit p(yes | i, z) = a_i + B_i . z`` (``a`` the
   ``intercepts``, ``B`` the per-item ``loadings``, both given by the data,
@@ -33,6 +33,7 @@ import numpy as np
 
 from psm_bayes.data import DataError, Episodes, SOURCES, _check_finite, _fail
 from psm_bayes.models import maths
+from psm_bayes.models.design import Simulation, check_fractions, episode_design
 
 NAME = "persona_space"
 DIMS: dict[str, list[str]] = {"z": ["latent_dim"], "y": ["episode"], "p_item": ["item"]}
@@ -332,12 +333,10 @@ def simulate(n_items: int = 20, n_dims: int = 2, n_episodes: int = 200, *, seed:
 
     Returns
     -------
-    psm_bayes.simulate.Simulation
+    psm_bayes.models.design.Simulation
         ``data``, ``truth`` (``z``, ``beta_sft``, ``beta_icl``, ``p_item``)
         and the held-out items (no episodes).
     """
-    from psm_bayes.simulate import Simulation, check_fractions, episode_design
-
     check_fractions(icl_fraction, heldout_fraction)
     priors = priors or PersonaSpacePriors()
     rng = np.random.default_rng(seed)
@@ -358,6 +357,12 @@ def simulate(n_items: int = 20, n_dims: int = 2, n_episodes: int = 200, *, seed:
     return Simulation(data, true, tuple(data.items[i] for i in held))
 
 
+def simulate_data(priors: PersonaSpacePriors | None = None, *, seed: int, **sizes) -> tuple[PersonaSpaceData, dict]:
+    """Catalogue simulator: ``(data, truth)`` from :func:`simulate` (``sizes`` as its keywords)."""
+    sim = simulate(seed=seed, priors=priors, **sizes)
+    return sim.data, sim.truth
+
+
 def posterior_z(dt) -> np.ndarray:
     """Posterior draws of ``z`` flattened over chains, shape ``(sample, dim)``."""
     z = dt["posterior"]["z"].values
@@ -365,5 +370,5 @@ def posterior_z(dt) -> np.ndarray:
 
 
 __all__ = ["NAME", "DIMS", "LATENTS", "PersonaSpaceData", "PersonaSpacePriors", "PersonaSpacePrior",
-           "persona_space_prior_from_embeddings", "simulate", "item_logits", "episode_logits",
+           "persona_space_prior_from_embeddings", "simulate", "simulate_data", "item_logits", "episode_logits",
            "unobserve", "observed_values", "with_observed", "posterior_z"]

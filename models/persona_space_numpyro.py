@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from psm_bayes.jax_setup import setup
+import jax
+import jax.numpy as jnp
+import numpyro
+import numpyro.distributions as dist
+from numpyro import handlers
 
-setup()
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpyro  # noqa: E402
-import numpyro.distributions as dist  # noqa: E402
-from numpyro import handlers  # noqa: E402
-
-from psm_bayes.models import maths  # noqa: E402
-from psm_bayes.models import persona_space as ps  # noqa: E402
-from psm_bayes.models.base import ModelSpec, psm_model  # noqa: E402
+from psm_bayes.models import maths
+from psm_bayes.models import persona_space as ps
+from psm_bayes.models.base import ModelSpec, psm_model
 
 _OPS = maths.jax_ops()
 

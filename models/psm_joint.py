@@ -94,6 +94,23 @@ class JointPriors:
     icl: ICLPriors = field(default_factory=ICLPriors)
     sft: SFTPriors = field(default_factory=SFTPriors)
 
+    def __post_init__(self) -> None:
+        for name, cls in (("icl", ICLPriors), ("sft", SFTPriors)):
+            value = getattr(self, name)
+            if isinstance(value, dict):  # e.g. from a TOML study file
+                object.__setattr__(self, name, cls(**value))
+            elif not isinstance(value, cls):
+                raise ValueError(f"priors.{name}: expected a {cls.__name__} or a dict, got {type(value).__name__}")
+
+
+def make_joint_design(seed: int = 0, n_personas: int = 4, n_items: int = 20, n_curves: int = 4,
+                      n_values: tuple[int, ...] = (0, 1, 2, 4, 8), n_train: int = 6) -> JointData:
+    """A ``psm_joint`` design (no observations): an ICL and an SFT design sharing personas and prior."""
+    pi = np.random.default_rng([seed, 7]).dirichlet(np.full(n_personas, 2.0))
+    icl, _ = icl_curves.make_icl_design(n_personas, n_items, n_curves, n_values, seed=seed, prior_weights=pi)
+    sft, _ = sft_shift.make_sft_design(n_personas, n_items, n_train, seed=seed, prior_weights=pi)
+    return JointData(icl, sft)
+
 
 def beta_contrast(dt, prob: float = 0.9):
     """Posterior of the evidence strengths and the shared bias from one ``psm_joint`` fit.

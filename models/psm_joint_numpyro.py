@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from psm_bayes.jax_setup import setup
+import numpyro
+import numpyro.distributions as dist
 
-setup()
-
-import numpyro  # noqa: E402
-import numpyro.distributions as dist  # noqa: E402
-
-from psm_bayes.models import psm_joint as joint  # noqa: E402
-from psm_bayes.models.base import ModelSpec, psm_model  # noqa: E402
-from psm_bayes.models.icl_curves_numpyro import observe_nll, psm_icl_sites  # noqa: E402
-from psm_bayes.models.psm_joint import JointData, JointPriors  # noqa: E402
-from psm_bayes.models.sft_shift_numpyro import observe_shift, psm_sft_mean  # noqa: E402
+from psm_bayes.models import psm_joint as joint
+from psm_bayes.models.base import ModelSpec, psm_model
+from psm_bayes.models.icl_curves_numpyro import observe_nll, psm_icl_sites
+from psm_bayes.models.numpyro_predict import design_simulator
+from psm_bayes.models.psm_joint import JointData, JointPriors
+from psm_bayes.models.sft_shift_numpyro import observe_shift, psm_sft_mean
 
 
 @psm_model(ModelSpec("psm_joint", "numpyro", ("nll", "shift"), joint.DIMS, JointData.coords, joint.unobserve,
@@ -35,3 +32,6 @@ def psm_joint(data: JointData, priors: JointPriors | None = None) -> None:
     sigma_shift = numpyro.sample("sigma_shift", dist.HalfNormal(priors.sft.sigma_scale))
     observe_nll(data.icl, nll_mean, sigma_nll)
     observe_shift(data.sft, shift_mean, sigma_shift)
+
+
+simulate_psm_joint = design_simulator(psm_joint, joint.make_joint_design)

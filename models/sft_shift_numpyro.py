@@ -8,18 +8,15 @@ from __future__ import annotations
 
 from typing import Callable
 
-from psm_bayes.jax_setup import setup
+import jax.numpy as jnp
+import numpyro
+import numpyro.distributions as dist
 
-setup()
-
-import jax.numpy as jnp  # noqa: E402
-import numpyro  # noqa: E402
-import numpyro.distributions as dist  # noqa: E402
-
-from psm_bayes.models import maths  # noqa: E402
-from psm_bayes.models import sft_shift as sft  # noqa: E402
-from psm_bayes.models.base import ModelSpec, psm_model  # noqa: E402
-from psm_bayes.models.sft_shift import SFTPriors, SFTShiftData  # noqa: E402
+from psm_bayes.models import maths
+from psm_bayes.models import sft_shift as sft
+from psm_bayes.models.base import ModelSpec, psm_model
+from psm_bayes.models.numpyro_predict import design_simulator
+from psm_bayes.models.sft_shift import SFTPriors, SFTShiftData
 
 _OPS = maths.jax_ops()
 
@@ -76,3 +73,6 @@ def null_sft(data: SFTShiftData, priors: SFTPriors | None = None) -> None:
 
 SFT_MODELS: dict[str, Callable] = {m.spec.name: m for m in (psm_sft, null_sft)}
 """The SFT models by name."""
+
+simulate_psm_sft = design_simulator(psm_sft, sft.make_sft_design)
+simulate_null_sft = design_simulator(null_sft, sft.make_sft_design)

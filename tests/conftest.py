@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from psm_bayes.inference import configure_jax
+
+configure_jax()  # the test session is a program: float64 JAX and host devices before any JAX computation
+
 
 @pytest.fixture(scope="session")
 def gemma():
@@ -31,7 +35,7 @@ def reference_sim():
     divergences and R-hat < 1.01.  Fit it with the same priors
     (``Priors(prior_weights_concentration=5.0)``).
     """
-    from psm_bayes.models.persona_selection import Priors
+    from psm_bayes.models.persona_mixture import Priors
     from psm_bayes.simulate import simulate
 
     return simulate(n_personas=8, n_episodes=2000, seed=0, priors=Priors(prior_weights_concentration=5.0))

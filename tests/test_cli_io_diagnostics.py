@@ -78,7 +78,7 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path: Path) -> None:
 
 def test_data_and_datatree_round_trip(tmp_path: Path) -> None:
     from psm_bayes.inference import fit_svi
-    from psm_bayes.models.persona_selection_numpyro import persona_selection
+    from psm_bayes.models.persona_mixture_numpyro import persona_mixture
 
     data = simulate(3, 8, 3, 50, seed=2).data
     for suffix in (".nc", ".zarr"):
@@ -87,7 +87,7 @@ def test_data_and_datatree_round_trip(tmp_path: Path) -> None:
         np.testing.assert_array_equal(back.loglik.array, data.loglik.array)
         np.testing.assert_array_equal(back.episodes.option, data.episodes.option)
         assert back.episodes.source.tolist() == data.episodes.source.tolist()
-    dt = fit_svi(persona_selection, data, seed=0, num_steps=50, num_draws=20)
+    dt = fit_svi(persona_mixture, data, seed=0, num_steps=50, num_draws=20)
     save_datatree(dt, tmp_path / "f.nc")
     back = load_datatree(tmp_path / "f.nc")
     np.testing.assert_array_equal(back["posterior"]["w"].values, dt["posterior"]["w"].values)
@@ -107,10 +107,10 @@ def test_data_and_datatree_round_trip(tmp_path: Path) -> None:
 def test_check_flags_an_unconverged_sampler() -> None:
     """The convergence verdict can fail: NUTS without warm-up and tree depth 1 does not mix."""
     from psm_bayes.inference import fit_nuts
-    from psm_bayes.models.persona_selection_numpyro import persona_selection
+    from psm_bayes.models.persona_mixture_numpyro import persona_mixture
 
     data = simulate(4, 20, 2, 400, seed=5).data
-    bad = fit_nuts(persona_selection, data, seed=0, num_warmup=0, num_samples=100, num_chains=2,
+    bad = fit_nuts(persona_mixture, data, seed=0, num_warmup=0, num_samples=100, num_chains=2,
                    max_tree_depth=1, predictive=False)
     verdict = diag.check(bad)
     assert not verdict.ok

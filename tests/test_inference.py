@@ -11,17 +11,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import psm_bayes.models.persona_selection_numpyro as npm  # noqa: F401  (configures float64 JAX first)
+import psm_bayes.models.persona_mixture_numpyro as npm  # noqa: F401  (configures float64 JAX first)
 import arviz as az  # noqa: E402  (after numpyro)
 import torch  # noqa: E402
 
-import psm_bayes.models.persona_selection_pyro as ppm  # noqa: E402
+import psm_bayes.models.persona_mixture_pyro as ppm  # noqa: E402
 from psm_bayes.inference import fit_nuts, fit_svi  # noqa: E402
 from psm_bayes.models import maths  # noqa: E402
-from psm_bayes.models.persona_selection import Priors, predictive, responsibilities  # noqa: E402
+from psm_bayes.models.persona_mixture import Priors, predictive, responsibilities  # noqa: E402
 from psm_bayes.simulate import simulate  # noqa: E402
 
-NP, PY = npm.persona_selection, ppm.persona_selection
+NP, PY = npm.persona_mixture, ppm.persona_mixture
 PRIORS = Priors(prior_weights_concentration=5.0)  # the priors reference_sim was drawn from
 SCALARS = ("beta_sft", "beta_icl", "authorial_bias")
 LATENTS = ("w",) + SCALARS

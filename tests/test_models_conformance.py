@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-import psm_bayes.models.persona_selection_numpyro as npm  # noqa: F401  (sets up float64 JAX first)
-import psm_bayes.models.persona_selection_pyro as ppm
+import psm_bayes.models.persona_mixture_numpyro as npm  # noqa: F401  (sets up float64 JAX first)
+import psm_bayes.models.persona_mixture_pyro as ppm
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import pyro  # noqa: E402
@@ -27,14 +27,14 @@ from numpyro.infer.util import log_density, log_likelihood  # noqa: E402
 from pyro import poutine  # noqa: E402
 
 from psm_bayes.data import Episodes, PSMData, SOURCES
-from psm_bayes.inference.numpyro_backend import sample_prior
-from psm_bayes.inference.pyro_backend import log_joint
+from psm_bayes.inference.numpyro_backend import prior_predictive as sample_prior
+from psm_bayes.inference.pyro_backend import log_density as log_joint
 from psm_bayes.models import maths
-from psm_bayes.models.persona_selection import Priors
+from psm_bayes.models.persona_mixture import Priors
 from psm_bayes.simulate import random_loglik
 
-NUMPYRO_MODEL = npm.persona_selection
-PYRO_MODEL = ppm.persona_selection
+NUMPYRO_MODEL = npm.persona_mixture
+PYRO_MODEL = ppm.persona_mixture
 PRIORS = Priors(concentration=7.0, prior_weights_concentration=1.5, beta_loc=0.1, beta_scale=0.6, bias_scale=0.8)
 
 

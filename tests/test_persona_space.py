@@ -57,9 +57,6 @@ def test_unobserve_with_observed_roundtrip():
 
 # ---------------------------------------------------------------- maths
 def test_maths_same_in_numpy_jax_torch():
-    from psm_bayes.jax_setup import setup
-
-    setup()  # float64 in JAX
     import jax.numpy as jnp
     import torch
 

@@ -31,9 +31,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import psm_bayes.models.persona_selection_numpyro as npm  # noqa: F401  (configures float64 JAX first)
+import psm_bayes.models.persona_mixture_numpyro as npm  # noqa: F401  (configures float64 JAX first)
 from psm_bayes.inference import fit_nuts  # noqa: E402
-from psm_bayes.models.persona_selection import Priors  # noqa: E402
+from psm_bayes.models.persona_mixture import Priors  # noqa: E402
 from psm_bayes.simulate import simulate  # noqa: E402
 
 PRIORS = Priors(prior_weights_concentration=5.0)
@@ -53,7 +53,7 @@ def _prior_widths(pi: np.ndarray, rng: np.random.Generator, n: int = 20000) -> d
 def replicate(seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``{param: (covered, posterior width / prior width)}`` for one simulated data set."""
     sim = simulate(n_personas=K, n_items=N_ITEMS, n_episodes=N_EPISODES, seed=seed, priors=PRIORS)
-    dt = fit_nuts(npm.persona_selection, sim.data, seed=seed, priors=PRIORS, num_warmup=300, num_samples=500,
+    dt = fit_nuts(npm.persona_mixture, sim.data, seed=seed, priors=PRIORS, num_warmup=300, num_samples=500,
                   num_chains=2, predictive=False)
     prior_w = _prior_widths(sim.truth["prior_weights"], np.random.default_rng(seed))
     out = {}

@@ -1,11 +1,11 @@
 """Simulation-based calibration: every model passes at the documented sizes, and broken inference fails.
 
 Documented sizes (fast suite): data templates of ``psm-bayes sbc``'s defaults
-(``ModelEntry.sbc_sizes``; persona_selection: 3 personas, 4 binary items, 20
+(``ModelEntry.sbc_sizes``; persona_mixture: 3 personas, 4 binary items, 20
 episodes; persona_space: 6 items, 2 dims, 20 episodes; ICL models: 4
 personas, 4 curves x 5 shot counts; SFT models: 4 personas, 20 items), 100
 replicates, L = 99 draws thinned by 2, 300 warm-up iterations, one chain
-(NUTS ``vmap``-ed over replicates for persona_selection, the compiled loop
+(NUTS ``vmap``-ed over replicates for persona_mixture, the compiled loop
 otherwise). The slow suite runs 500 replicates with 2 chains.
 
 The uniformity test is a chi-square test on 10 bins per parameter at
@@ -60,7 +60,7 @@ def test_config_validation():
 
 
 def test_latent_sites_and_prior_draws_match_the_model():
-    entry, data = _template("persona_selection")
+    entry, data = _template("persona_mixture")
     model = entry.model("numpyro")
     sites = sbc.latent_sites(model, data)
     assert sites == {"w": (3,), "beta_sft": (), "beta_icl": (), "authorial_bias": ()}
@@ -74,12 +74,12 @@ def test_latent_sites_and_prior_draws_match_the_model():
 # ---------------------------------------------------------------- calibration per model
 @pytest.fixture(scope="module")
 def psm_sbc():
-    entry, data = _template("persona_selection")
+    entry, data = _template("persona_mixture")
     return run_sbc(entry.model("numpyro"), data, replicates=REPLICATES, seed=11, config=SBCConfig(),
                    method="vmap")
 
 
-def test_persona_selection_is_calibrated(psm_sbc, tmp_path):
+def test_persona_mixture_is_calibrated(psm_sbc, tmp_path):
     u = psm_sbc.uniformity(ALPHA)
     assert psm_sbc.passed(ALPHA), u
     assert list(u.index) == ["w[0]", "w[1]", "w[2]", "beta_sft", "beta_icl", "authorial_bias"]
@@ -96,11 +96,11 @@ def test_persona_selection_is_calibrated(psm_sbc, tmp_path):
     assert len(psm_sbc.to_frame()) == REPLICATES * 6
 
 
-def test_persona_selection_wrong_prior_is_detected():
+def test_persona_mixture_wrong_prior_is_detected():
     """Fitting with priors 3x too narrow (data drawn from the default priors) must fail SBC."""
-    from psm_bayes.models.persona_selection import Priors
+    from psm_bayes.models.persona_mixture import Priors
 
-    entry, data = _template("persona_selection")
+    entry, data = _template("persona_mixture")
     res = run_sbc(entry.model("numpyro"), data, replicates=REPLICATES, seed=11, config=SBCConfig(),
                   fit_priors=Priors(beta_scale=0.5 / 3, bias_scale=1.0 / 3))
     u = res.uniformity(ALPHA)
@@ -121,7 +121,7 @@ def test_persona_space_is_calibrated_via_cli(tmp_path):
                                        "uniformity.csv"]
 
 
-OTHER_MODELS = [m for m in model_names() if m not in ("persona_selection", "persona_space")]
+OTHER_MODELS = [m for m in model_names() if m not in ("persona_mixture", "persona_space")]
 
 
 @pytest.mark.parametrize("name", OTHER_MODELS)
@@ -175,7 +175,7 @@ def test_generic_fit_method_runs_pyro_models():
 
 # ---------------------------------------------------------------- slow: full size
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["persona_selection", "persona_space"])
+@pytest.mark.parametrize("name", ["persona_mixture", "persona_space"])
 def test_full_sbc(name, tmp_path):
     """500 replicates, 2 chains x 50 draws (L = 100), thinned by 2."""
     entry, data = _template(name, seed=1)

@@ -91,7 +91,7 @@ def test_unknown_key_in_file(tmp_path):
 
 # ---------------------------------------------------------------- NUTS cell metrics
 def test_local_nuts_run_produces_the_table(tmp_path):
-    st = Study(name="nuts", model="persona_selection", method="nuts", grid={"n_episodes": [40]}, seeds=(0,),
+    st = Study(name="nuts", model="persona_mixture", method="nuts", grid={"n_episodes": [40]}, seeds=(0,),
                simulate={"n_personas": 3, "n_items": 5},
                inference={"num_warmup": 200, "num_samples": 200, "num_chains": 2})
     run = run_study(st, tmp_path, progress=False)

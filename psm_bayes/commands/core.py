@@ -12,14 +12,14 @@ import numpy as np
 def _model(name: str, backend: str):
     import importlib
 
-    if name != "persona_selection":
-        raise SystemExit(f"--model: unknown model {name!r}; expected 'persona_selection'")
-    return importlib.import_module(f"psm_bayes.models.persona_selection_{backend}").persona_selection
+    if name != "persona_mixture":
+        raise SystemExit(f"--model: unknown model {name!r}; expected 'persona_mixture'")
+    return importlib.import_module(f"psm_bayes.models.persona_mixture_{backend}").persona_mixture
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from psm_bayes.io import atomic_path, episodes_table, save_data, save_table
-    from psm_bayes.models.persona_selection import Priors
+    from psm_bayes.models.persona_mixture import Priors
     from psm_bayes.simulate import simulate
 
     sim = simulate(args.personas, args.items, args.options, args.episodes, seed=args.seed,
@@ -56,7 +56,7 @@ def _read_episodes(path: str):
 def _cmd_fit(args: argparse.Namespace) -> int:
     from psm_bayes.inference import fit_nuts, fit_svi
     from psm_bayes.io import load_data, save_datatree
-    from psm_bayes.models.persona_selection import Priors
+    from psm_bayes.models.persona_mixture import Priors
 
     data = load_data(args.data)
     if args.episodes:
@@ -124,7 +124,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fit", help="fit a model to a data file, write a DataTree")
     p.add_argument("data", help="data file (.nc or .zarr) from `simulate` or `score`")
     p.add_argument("--episodes", help="replace the episodes by a .parquet/.csv table (item, option, source, count)")
-    p.add_argument("--model", default="persona_selection")
+    p.add_argument("--model", default="persona_mixture")
     p.add_argument("--backend", choices=("numpyro", "pyro"), default="numpyro")
     p.add_argument("--method", choices=("nuts", "svi-normal", "svi-mvn"), default="nuts")
     p.add_argument("--chains", type=int, default=2)

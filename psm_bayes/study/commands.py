@@ -37,7 +37,7 @@ def register(subparsers) -> None:
     s = subparsers.add_parser("sbc", help="simulation-based calibration of a model",
                               description="Simulation-based calibration (Talts et al. 2018): rank statistics, "
                                           "chi-square uniformity test, rank histograms and ECDF plots.")
-    s.add_argument("--model", default="persona_selection", choices=model_names())
+    s.add_argument("--model", default="persona_mixture", choices=model_names())
     s.add_argument("--backend", default="numpyro", choices=("numpyro", "pyro"))
     s.add_argument("--replicates", type=int, default=100, help="prior draws N")
     s.add_argument("--out", required=True, help="output folder")

@@ -113,10 +113,10 @@ def model_names() -> list[str]:
 
 
 register_model(ModelEntry(
-    "persona_selection",
-    {"numpyro": "psm_bayes.models.persona_selection_numpyro:persona_selection",
-     "pyro": "psm_bayes.models.persona_selection_pyro:persona_selection"},
-    "psm_bayes.models.persona_selection:Priors",
+    "persona_mixture",
+    {"numpyro": "psm_bayes.models.persona_mixture_numpyro:persona_mixture",
+     "pyro": "psm_bayes.models.persona_mixture_pyro:persona_mixture"},
+    "psm_bayes.models.persona_mixture:Priors",
     "psm_bayes.simulate:simulate",
     {"n_personas": 3, "n_items": 4, "n_options": 2, "n_episodes": 20},
 ))

@@ -10,7 +10,7 @@ or ``priors.<field>`` / ``inference.<option>`` to vary a prior
 hyperparameter or a sampler option. Example TOML::
 
     name = "psm-recovery"
-    model = "persona_selection"
+    model = "persona_mixture"
     backend = "numpyro"
     method = "nuts"            # or "svi"
     seeds = [0, 1, 2]
@@ -114,7 +114,7 @@ class Study:
     """
 
     name: str = "study"
-    model: str = "persona_selection"
+    model: str = "persona_mixture"
     backend: str = "numpyro"
     method: str = "nuts"
     grid: Mapping[str, Any] = field(default_factory=dict)

@@ -1,4 +1,4 @@
-"""Pyro backend of the persona-selection model (site names as in the NumPyro backend).
+"""Pyro backend of the persona-mixture model (site names as in the NumPyro backend).
 
 Tensors are float64 regardless of torch's default dtype.
 """
@@ -12,7 +12,7 @@ from pyro import poutine
 
 from psm_bayes.data import PSMData
 from psm_bayes.models import maths
-from psm_bayes.models import persona_selection as psm
+from psm_bayes.models import persona_mixture as psm
 from psm_bayes.models.base import ModelSpec, psm_model
 
 _OPS = maths.torch_ops()
@@ -24,8 +24,8 @@ def _t(x) -> torch.Tensor:
 
 @psm_model(ModelSpec(psm.NAME, "pyro", ("y",), psm.DIMS, PSMData.coords, psm.unobserve, psm.observed_values,
                      with_observed=psm.with_observed, deterministic=psm.DETERMINISTIC))
-def persona_selection(data: PSMData, priors: psm.Priors | None = None) -> None:
-    """The persona-selection model in Pyro; see :mod:`psm_bayes.models.persona_selection`."""
+def persona_mixture(data: PSMData, priors: psm.Priors | None = None) -> None:
+    """The persona-mixture model in Pyro; see :mod:`psm_bayes.models.persona_mixture`."""
     priors = priors or psm.Priors()
     L = _t(data.loglik.array)
     K = data.n_personas

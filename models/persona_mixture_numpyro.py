@@ -1,19 +1,15 @@
-"""NumPyro backend of the persona-selection model (site names as in the Pyro backend)."""
+"""NumPyro backend of the persona-mixture model (site names as in the Pyro backend)."""
 
 from __future__ import annotations
 
-from psm_bayes.jax_setup import setup
-
-setup()
-
-import jax.numpy as jnp  # noqa: E402
-import numpyro  # noqa: E402
-import numpyro.distributions as dist  # noqa: E402
-from numpyro import handlers  # noqa: E402
+import jax.numpy as jnp
+import numpyro
+import numpyro.distributions as dist
+from numpyro import handlers
 
 from psm_bayes.data import PSMData
 from psm_bayes.models import maths
-from psm_bayes.models import persona_selection as psm
+from psm_bayes.models import persona_mixture as psm
 from psm_bayes.models.base import ModelSpec, psm_model
 
 _OPS = maths.jax_ops()
@@ -21,8 +17,8 @@ _OPS = maths.jax_ops()
 
 @psm_model(ModelSpec(psm.NAME, "numpyro", ("y",), psm.DIMS, PSMData.coords, psm.unobserve, psm.observed_values,
                      with_observed=psm.with_observed, deterministic=psm.DETERMINISTIC))
-def persona_selection(data: PSMData, priors: psm.Priors | None = None) -> None:
-    """The persona-selection model in NumPyro; see :mod:`psm_bayes.models.persona_selection`."""
+def persona_mixture(data: PSMData, priors: psm.Priors | None = None) -> None:
+    """The persona-mixture model in NumPyro; see :mod:`psm_bayes.models.persona_mixture`."""
     priors = priors or psm.Priors()
     L = jnp.asarray(data.loglik.array)
     K = data.n_personas
