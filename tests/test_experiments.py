@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy.special import log_softmax, logsumexp
 
-from psm_bayes.experiments import icl, prior
+from psm_bayes.experiments import design, icl, persona_table, pretraining_prior
 from psm_bayes.probes import load_probes
 
 
@@ -24,7 +24,7 @@ def _synthetic_table(K=5, I=300, seed=0):
 
 def test_em_recovers_known_mixture_weights():
     L, pi, neutral = _synthetic_table()
-    res = prior.em_prior_weights(L + 0.7, neutral - 0.3, n_iter=3000, tol=1e-12)  # unnormalised input is fine
+    res = pretraining_prior.em_prior_weights(L + 0.7, neutral - 0.3, n_iter=3000, tol=1e-12)  # unnormalised input is fine
     assert res.weights.sum() == pytest.approx(1.0)
     np.testing.assert_allclose(res.weights, pi, atol=2e-3)
     assert np.all(np.diff(res.loglik) >= -1e-9), "EM objective must not decrease"
@@ -33,56 +33,55 @@ def test_em_recovers_known_mixture_weights():
 def test_em_pseudo_count_keeps_weights_positive_and_validates():
     L, _, _ = _synthetic_table(K=3, I=50, seed=1)
     neutral = L[0]  # exactly persona 0: the unsmoothed MLE puts (almost) everything on it
-    res0 = prior.em_prior_weights(L, neutral, n_iter=500)
+    res0 = pretraining_prior.em_prior_weights(L, neutral, n_iter=500)
     assert res0.weights[0] > 0.9
-    res1 = prior.em_prior_weights(L, neutral, n_iter=500, pseudo_count=1.0)
+    res1 = pretraining_prior.em_prior_weights(L, neutral, n_iter=500, pseudo_count=1.0)
     assert res1.weights.min() >= 1.0 / (50 + 3) - 1e-12
     with pytest.raises(ValueError, match="neutral_loglik"):
-        prior.em_prior_weights(L, neutral[:-1])
+        pretraining_prior.em_prior_weights(L, neutral[:-1])
     with pytest.raises(ValueError, match="pseudo_count"):
-        prior.em_prior_weights(L, neutral, pseudo_count=-1)
+        pretraining_prior.em_prior_weights(L, neutral, pseudo_count=-1)
 
 
 # ---------------------------------------------------------------- designs (no LLM)
 def test_split_and_shot_sequences_are_disjoint_balanced_and_seeded():
     traits = ["honesty", "humour"]
     probes = load_probes(traits)
-    ev, tr = icl.split_probes(probes, traits, 8, seed=0)
+    ev, tr = design.split_probes(probes, traits, 8, seed=0)
     assert len(ev) == 16 and len(set(ev) & set(tr)) == 0 and len(ev) + len(tr) == len(probes)
     for t in traits:
         m = probes.matching_option[ev[probes.trait[ev] == t]]
         assert (m == 0).sum() == 4 and (m == 1).sum() == 4
-    seqs = icl.shot_sequences(probes, tr, traits, 8, 3, seed=0)
+    seqs = design.shot_sequences(probes, tr, traits, 8, 3, seed=0)
     assert len(seqs) == 6
     for s in seqs:
         assert set(s.items) <= set(tr) and all(probes.trait[s.items] == s.trait)
         np.testing.assert_array_equal(s.answers, probes.matching_option[s.items])
-    again = icl.shot_sequences(probes, tr, traits, 8, 3, seed=0)
+    again = design.shot_sequences(probes, tr, traits, 8, 3, seed=0)
     assert all(np.array_equal(a.items, b.items) for a, b in zip(seqs, again))
     assert not np.array_equal(seqs[0].items, seqs[1].items)
-    assert icl.shot_counts(8) == [0, 1, 2, 4, 8] and icl.shot_counts(6) == [0, 1, 2, 4, 6]
+    assert design.shot_counts(8) == [0, 1, 2, 4, 8] and design.shot_counts(6) == [0, 1, 2, 4, 6]
     prompts = icl.icl_prompts(probes, seqs[0], 2, ev[:3])
     assert len(prompts) == 3 and all(p.count("Answer:") == 3 for p in prompts)
 
 
 def test_fewshot_persona_contexts_no_leakage_and_poles_differ_only_in_answers():
-    from psm_bayes.experiments import finetune
-    from psm_bayes.experiments.pipeline import ExperimentConfig
+    from psm_bayes.experiments.config import ExperimentConfig
     from psm_bayes.llm.prompts import description_context
     from psm_bayes.probes import OPTIONS, load_personas
 
     cfg = ExperimentConfig()
     probes = load_probes(cfg.traits)
-    ev, tr_all = icl.split_probes(probes, cfg.traits, cfg.probes_per_trait, cfg.seed)
-    res, tr = prior.reserve_persona_examples(probes, tr_all, cfg.traits, cfg.persona_examples, cfg.seed)
+    ev, tr_all = design.split_probes(probes, cfg.traits, cfg.probes_per_trait, cfg.seed)
+    res, tr = design.reserve_persona_examples(probes, tr_all, cfg.traits, cfg.persona_examples, cfg.seed)
     assert set(res) <= set(tr_all) and not set(res) & set(tr) and set(res) | set(tr) == set(tr_all)
-    seqs = icl.shot_sequences(probes, tr, cfg.traits, cfg.max_shots, cfg.orderings, cfg.seed)
-    sft = finetune.sft_examples(probes, tr, cfg.trained_trait, cfg.sft_examples, cfg.seed)
+    seqs = design.shot_sequences(probes, tr, cfg.traits, cfg.max_shots, cfg.orderings, cfg.seed)
+    sft = design.sft_examples(probes, tr, cfg.trained_trait, cfg.sft_examples, cfg.seed)
     used = np.unique(np.concatenate([ev, sft] + [s.items for s in seqs]))   # the table's items
     assert not set(used) & set(res)
     spec = load_personas()
-    personas = prior.select_personas(spec, cfg.traits)
-    ctx = dict(zip(personas.ids, prior.persona_contexts(spec, personas, probes, res, "fewshot")))
+    personas = persona_table.select_personas(spec, cfg.traits)
+    ctx = dict(zip(personas.ids, persona_table.persona_contexts(spec, personas, probes, res, "fewshot")))
     table_prompts = {probes.items.prompts[i] for i in used}
     for t in cfg.traits:
         ex = res[probes.trait[res] == t]
@@ -99,26 +98,26 @@ def test_fewshot_persona_contexts_no_leakage_and_poles_differ_only_in_answers():
         assert ans_p == expect and all(a != b for a, b in zip(ans_p, ans_m))
         # no table item appears among the persona's examples
         assert not any(p in plus for p in table_prompts)
-    both = prior.persona_contexts(spec, personas, probes, res, "both")
-    desc = prior.persona_contexts(spec, personas, probes, res, "description")
+    both = persona_table.persona_contexts(spec, personas, probes, res, "both")
+    desc = persona_table.persona_contexts(spec, personas, probes, res, "description")
     assert all(b == d + ctx[p] for b, d, p in zip(both, desc, personas.ids))
     assert desc[0] == description_context(personas.descriptions[0])
     with pytest.raises(ValueError, match="persona_context"):
-        prior.persona_contexts(spec, personas, probes, res, "nope")
+        persona_table.persona_contexts(spec, personas, probes, res, "nope")
 
 
 def test_persona_separation_and_compact_fit(tmp_path):
     import arviz as az
     import xarray as xr
 
-    from psm_bayes.experiments.report import compact_fit, save_fit
+    from psm_bayes.experiments.outputs import compact_fit, save_fit
     from psm_bayes.io import load_datatree
     from psm_bayes.probes import load_personas
 
     traits = ["honesty", "humour"]
     probes = load_probes(traits)
     spec = load_personas()
-    personas = prior.select_personas(spec, traits)
+    personas = persona_table.select_personas(spec, traits)
     idx = np.arange(0, len(probes), 7)
     m = probes.matching_option[idx]
     L = np.zeros((len(personas), len(idx), 2))
@@ -126,7 +125,7 @@ def test_persona_separation_and_compact_fit(tmp_path):
     ds = xr.Dataset({"loglik": (("persona", "item", "option"), L),
                      "neutral_loglik": (("item", "option"), np.zeros((len(idx), 2)))},
                     coords={"persona": list(personas.ids), "item": [probes.items.ids[i] for i in idx]})
-    sep = prior.persona_separation(ds, probes, spec)
+    sep = persona_table.persona_separation(ds, probes, spec)
     assert sep.loc["honesty", "plus"] == pytest.approx(1.0) and sep.loc["honesty", "minus"] == 0
     assert sep.loc["humour", "separation"] == 0 and sep["n_items"].sum() == len(idx)
     rng = np.random.default_rng(0)
@@ -150,8 +149,8 @@ def test_build_icl_data_shot_loglik_and_curves():
 
     traits = ["honesty", "humour"]
     probes = load_probes(traits)
-    ev, tr = icl.split_probes(probes, traits, 2, seed=0)
-    seqs = icl.shot_sequences(probes, tr, traits, 2, 1, seed=0)
+    ev, tr = design.split_probes(probes, traits, 2, seed=0)
+    seqs = design.shot_sequences(probes, tr, traits, 2, 1, seed=0)
     used = np.unique(np.concatenate([ev] + [s.items for s in seqs]))
     rng = np.random.default_rng(0)
     K = 3
@@ -178,7 +177,7 @@ def test_build_icl_data_shot_loglik_and_curves():
 
 def test_config_validation_and_cli_flags():
     from psm_bayes.cli import build_parser
-    from psm_bayes.experiments.commands import config_from_args
+    from psm_bayes.cli.run import config_from_args
     from psm_bayes.experiments.pipeline import ExperimentConfig
 
     with pytest.raises(ValueError, match="sft_trait"):
@@ -186,7 +185,7 @@ def test_config_validation_and_cli_flags():
     args = build_parser().parse_args(["run", "--out", "x", "--quick", "--traits", "honesty,empathy",
                                       "--max-shots", "4", "--sft-seeds", "3", "--sft-trait", "empathy"])
     cfg = config_from_args(args)
-    assert cfg.traits == ("honesty", "empathy") and cfg.max_shots == 4 and cfg.sft_seeds == 3
+    assert cfg.traits == ("honesty", "empathy") and cfg.max_shots == 4 and cfg.sft.seeds == (0, 1, 2)
     assert cfg.trained_trait == "empathy" and cfg.probes_per_trait == ExperimentConfig.quick().probes_per_trait
     assert config_from_args(build_parser().parse_args(["run", "--out", "x"])) == ExperimentConfig()
     cfg = config_from_args(build_parser().parse_args(["run", "--out", "x", "--persona-context", "both",
@@ -201,7 +200,7 @@ def test_config_validation_and_cli_flags():
 # ---------------------------------------------------------------- real model
 @pytest.mark.llm
 def test_next_token_scorer_matches_general_scorer(gemma):
-    from psm_bayes.experiments.nexttoken import NextTokenScorer
+    from psm_bayes.llm.nexttoken import NextTokenScorer
     from psm_bayes.llm import Scorer
     from psm_bayes.llm.prompts import fewshot_context, item_text
 
@@ -215,11 +214,12 @@ def test_next_token_scorer_matches_general_scorer(gemma):
 
 @pytest.mark.llm
 def test_lora_shifts_trained_items_toward_trained_answer(gemma):
-    from psm_bayes.experiments.finetune import SFTSettings, measure_sft, sft_examples
+    from psm_bayes.experiments.design import sft_examples
+    from psm_bayes.experiments.finetune import SFTSettings, measure_sft
 
     traits = ["honesty"]
     probes = load_probes(traits)
-    ev, tr = icl.split_probes(probes, traits, 4, seed=0)
+    ev, tr = design.split_probes(probes, traits, 4, seed=0)
     train = sft_examples(probes, tr, "honesty", 8, seed=0)
     before = {n: p.detach().clone() for n, p in list(gemma.model.named_parameters())[:3]}
     df, info = measure_sft(gemma, probes, train, np.concatenate([ev, train]),
@@ -263,14 +263,14 @@ def test_pipeline_end_to_end_quick(gemma, tmp_path):
     assert np.isclose(sum(r["prior"]["weights"].values()), 1.0)
     assert set(r["persona_separation"]) == {"fewshot", "description", "both"}
     assert "Persona separation" in (out / "report.md").read_text()
-    assert len(res.icl_data) == len(res.icl_measurements[res.icl_measurements.n_shots > 0]) + \
-        len(cfg.traits) * (res.icl_measurements.n_shots == 0).sum()
+    assert len(res.icl.data) == len(res.icl.measurements[res.icl.measurements.n_shots > 0]) + \
+        len(cfg.traits) * (res.icl.measurements.n_shots == 0).sum()
     # the LLM measurements are cached: a second measurement pass never calls the model
     probes = load_probes(cfg.traits)
-    ev, tr_all = icl.split_probes(probes, cfg.traits, cfg.probes_per_trait, cfg.seed)
-    _, tr = prior.reserve_persona_examples(probes, tr_all, cfg.traits, cfg.persona_examples, cfg.seed)
-    seqs = icl.shot_sequences(probes, tr, cfg.traits, cfg.max_shots, cfg.orderings, cfg.seed)
+    ev, tr_all = design.split_probes(probes, cfg.traits, cfg.probes_per_trait, cfg.seed)
+    _, tr = design.reserve_persona_examples(probes, tr_all, cfg.traits, cfg.persona_examples, cfg.seed)
+    seqs = design.shot_sequences(probes, tr, cfg.traits, cfg.max_shots, cfg.orderings, cfg.seed)
     no_model = types.SimpleNamespace(model=None, tokenizer=gemma.tokenizer, key=gemma.key)
-    again = icl.measure_icl(no_model, probes, ev, seqs, icl.shot_counts(cfg.max_shots),
+    again = icl.measure_icl(no_model, probes, ev, seqs, design.shot_counts(cfg.max_shots),
                             cache_dir=out / "cache" / "icl", progress=False)
-    np.testing.assert_allclose(again["nll"].to_numpy(), res.icl_measurements["nll"].to_numpy())
+    np.testing.assert_allclose(again["nll"].to_numpy(), res.icl.measurements["nll"].to_numpy())

@@ -3,7 +3,7 @@
 Design
 ------
 * **Episodes**: ``n_examples`` training statements of one trait (the SFT
-  trait's training pool, see :func:`psm_bayes.experiments.icl.split_probes`),
+  trait's training pool, see :func:`psm_bayes.experiments.design.sft_examples`),
   each formatted exactly as the probes are scored --
   ``item_text(prompt) + answer`` -- and answered with the positive pole's
   matching answer.  The loss is the cross-entropy of the answer token only
@@ -17,7 +17,7 @@ Design
   ``logit p(match) = log p(match) - log p(other)`` (Yes/No), on the
   held-out items of every chosen trait plus a few training items (marked
   ``trained``), before (adapter off) and after SFT, with the same code path
-  (:class:`~psm_bayes.experiments.nexttoken.NextTokenScorer`, bf16
+  (:class:`~psm_bayes.llm.nexttoken.NextTokenScorer`, bf16
   autocast).  ``shift = after - before``, averaged over seeds.
 
 Results are cached per seed (``.npy``, keyed by the model, the episodes, the
@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from psm_bayes.data import DataError
-from psm_bayes.experiments.prior import table_lookup
+from psm_bayes.experiments.persona_table import table_lookup
 from psm_bayes.probes import OPTIONS, ProbeSet
 
 LORA_TARGETS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -83,22 +83,6 @@ class SFTSettings:
             raise ValueError(f"SFTSettings.lr: expected > 0, got {self.lr}")
 
 
-def sft_examples(probes: ProbeSet, train_idx: np.ndarray, trait: str, n_examples: int, seed: int) -> np.ndarray:
-    """``n_examples`` training statements of ``trait`` (balanced Yes/No where possible), as probe indices."""
-    pool = train_idx[probes.trait[train_idx] == trait]
-    if pool.size == 0:
-        raise DataError(f"sft_trait: no training statements for trait {trait!r}")
-    if n_examples > pool.size:
-        raise DataError(f"sft_examples: {n_examples} requested, only {pool.size} training statements of {trait!r}")
-    rng = np.random.default_rng([seed, 3])
-    yes = pool[probes.matching_option[pool] == 0]
-    no = pool[probes.matching_option[pool] == 1]
-    n_yes = min(yes.size, (n_examples + 1) // 2)
-    n_no = min(no.size, n_examples - n_yes)
-    n_yes = n_examples - n_no
-    return np.sort(np.concatenate([rng.choice(yes, n_yes, replace=False), rng.choice(no, n_no, replace=False)]))
-
-
 def _encode_examples(tokenizer: Any, texts: Sequence[str], answers: Sequence[str]) -> list[tuple[list[int], int]]:
     """Token ids of ``text + answer`` (with BOS) and the answer token's position."""
     out = []
@@ -134,7 +118,7 @@ def lora_finetune(model: Any, tokenizer: Any, texts: Sequence[str], answers: Seq
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from psm_bayes.experiments.nexttoken import _parts
+    from psm_bayes.llm.forward import model_parts
 
     torch.manual_seed(seed)
     base = copy.deepcopy(model)
@@ -149,7 +133,7 @@ def lora_finetune(model: Any, tokenizer: Any, texts: Sequence[str], answers: Seq
     params = [p for p in pm.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.0)
     data = _encode_examples(tokenizer, texts, answers)
-    body, head, softcap = _parts(pm)
+    body, head, softcap = model_parts(pm)
     pad = int(tokenizer.pad_token_id or 0)
     rng = np.random.default_rng([seed, 4])
     order: list[int] = []
@@ -228,7 +212,7 @@ def measure_sft(loaded: Any, probes: ProbeSet, train_items: np.ndarray, probe_id
         ``shift``; and ``{"losses": {seed: [...]}, "seconds": {seed: s}}``.
     """
     from psm_bayes.experiments.icl import ArrayCache
-    from psm_bayes.experiments.nexttoken import NextTokenScorer
+    from psm_bayes.llm.nexttoken import NextTokenScorer
     from psm_bayes.llm import prompts
 
     cache = ArrayCache(cache_dir)
@@ -302,3 +286,45 @@ def build_sft_data(measurements: pd.DataFrame, probes: ProbeSet, train_items: np
                         trained=agg["trained"].to_numpy(bool), prior_weights=np.asarray(prior_weights),
                         shift=agg["shift"].to_numpy(float),
                         personas=tuple(str(p) for p in loglik.coords["persona"].values))
+
+
+# ---------------------------------------------------------------- the stage
+@dataclass(frozen=True)
+class SFTStage:
+    """Output of :func:`run_sft`.
+
+    Attributes
+    ----------
+    measurements : pandas.DataFrame
+        :func:`measure_sft` rows (per seed and item).
+    info : dict
+        ``losses`` and ``seconds`` per seed.
+    data : SFTShiftData
+        :func:`build_sft_data` of the measurements.
+    """
+
+    measurements: pd.DataFrame
+    info: dict
+    data: Any
+
+
+def run_sft(loaded_fp32: Any, design: Any, personas: Any, settings: SFTSettings, *,
+            cache_dir: str | Path | None = None, adapter_dir: str | Path | None = None, batch_size: int = 16,
+            progress: bool = True) -> SFTStage:
+    """LoRA-fine-tune on the design's SFT episodes, measure the shifts and build the SFT data.
+
+    Parameters
+    ----------
+    loaded_fp32 : psm_bayes.llm.LoadedModel
+        Float32 model.
+    design : Design
+    personas : PersonaStage
+    settings : SFTSettings
+    cache_dir, adapter_dir : path, optional
+    batch_size : int
+    progress : bool
+    """
+    meas, info = measure_sft(loaded_fp32, design.probes, design.sft_train, design.sft_probe, settings,
+                             cache_dir=cache_dir, adapter_dir=adapter_dir, batch_size=batch_size, progress=progress)
+    data = build_sft_data(meas, design.probes, design.sft_train, personas.loglik, personas.prior_weights)
+    return SFTStage(meas, info, data)

@@ -2,14 +2,11 @@
 
 Design
 ------
-* The probes of each chosen trait are split (seeded, balanced between
-  matching-Yes and matching-No statements) into held-out **evaluation**
-  items and a **training** pool (:func:`split_probes`).
-* For each trait ``t`` and ordering ``o`` (a seed), a shot sequence of
-  ``max_shots`` training statements of ``t`` (balanced Yes/No, shuffled) is
-  answered with the positive pole's matching answer (:func:`shot_sequences`).
-  The ``n``-shot prompt uses its first ``n`` shots (nested prefixes), for
-  ``n`` in :func:`shot_counts` (0, 1, 2, 4, ... up to ``max_shots``).
+* Evaluation items and shot sequences come from the design
+  (:mod:`psm_bayes.experiments.design`): for each trait ``t`` and ordering
+  ``o`` a sequence of ``max_shots`` training statements of ``t`` answered
+  with the positive pole's matching answer.  The ``n``-shot prompt uses its
+  first ``n`` shots (nested prefixes), for ``n`` in the design's shot counts.
 * Each prompt is ``fewshot_context(shots) + item_text(held-out item)``, for
   every held-out item of EVERY chosen trait (same trait: does the model pick
   up the persona? other traits: does the persona generalise?).  The
@@ -20,7 +17,7 @@ Design
 Efficiency (2 CPU cores): both options come from one forward pass (the
 next-token distribution after ``"Answer:"``), and all held-out items of one
 (trait, ordering, n) share the shots' KV cache
-(:class:`~psm_bayes.experiments.nexttoken.NextTokenScorer`).  Every such
+(:class:`~psm_bayes.llm.nexttoken.NextTokenScorer`).  Every such
 group is cached as a ``.npy`` file keyed by a hash of the model and the exact
 prompts, so an interrupted run resumes.
 
@@ -37,8 +34,6 @@ row's shots; ``target_loglik[r] = L[:, item, :]``.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -47,92 +42,12 @@ import numpy as np
 import pandas as pd
 
 from psm_bayes.data import DataError
-from psm_bayes.experiments.prior import table_lookup
-from psm_bayes.probes import OPTIONS, ProbeSet, balanced_pick
+from psm_bayes.experiments.design import ShotSequence
+from psm_bayes.experiments.persona_table import table_lookup
+from psm_bayes.probes import OPTIONS, ProbeSet
 
 
-# ---------------------------------------------------------------- design
-def split_probes(probes: ProbeSet, traits: Sequence[str], n_eval: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Held-out evaluation and training indices into ``probes``, per trait.
-
-    ``n_eval`` statements of each trait (half matching-Yes, half matching-No
-    where possible) are held out; the rest of that trait is the training pool.
-
-    Returns
-    -------
-    (numpy.ndarray, numpy.ndarray)
-        ``(eval_idx, train_idx)``, grouped by trait in ``traits`` order.
-    """
-    rng = np.random.default_rng([seed, 1])
-    ev, tr = [], []
-    for t in traits:
-        idx = np.flatnonzero(probes.trait == t)
-        if idx.size == 0:
-            raise DataError(f"traits: no probes for trait {t!r}")
-        if n_eval >= idx.size:
-            raise DataError(f"probes_per_trait: {n_eval} held out leaves no training statements for {t!r} "
-                            f"({idx.size} statements)")
-        pick = np.sort(balanced_pick(rng, idx, probes.matching_option, n_eval))
-        ev.append(pick)
-        tr.append(np.setdiff1d(idx, pick))
-    return np.concatenate(ev), np.concatenate(tr)
-
-
-def shot_counts(max_shots: int) -> list[int]:
-    """``[0, 1, 2, 4, ...]`` doubling up to ``max_shots`` (which is always included)."""
-    if max_shots < 1:
-        raise ValueError(f"max_shots: expected >= 1, got {max_shots}")
-    out, n = [0], 1
-    while n < max_shots:
-        out.append(n)
-        n *= 2
-    out.append(max_shots)
-    return out
-
-
-@dataclass(frozen=True)
-class ShotSequence:
-    """An ordered sequence of in-context examples consistent with one trait's positive pole.
-
-    Attributes
-    ----------
-    trait : str
-    ordering : int
-        Ordering (seed) index.
-    items : numpy.ndarray of int
-        Probe indices of the shots, in prompt order.
-    answers : numpy.ndarray of int
-        Option index of each shot's answer (the matching answer).
-    """
-
-    trait: str
-    ordering: int
-    items: np.ndarray
-    answers: np.ndarray
-
-
-def shot_sequences(probes: ProbeSet, train_idx: np.ndarray, traits: Sequence[str], max_shots: int,
-                   orderings: int, seed: int) -> list[ShotSequence]:
-    """One shot sequence per (trait, ordering), from the trait's training pool (balanced, shuffled)."""
-    out = []
-    for ti, t in enumerate(traits):
-        pool = train_idx[probes.trait[train_idx] == t]
-        if pool.size < max_shots:
-            raise DataError(f"max_shots: {max_shots} shots need as many training statements of {t!r}; "
-                            f"only {pool.size} (lower probes_per_trait or max_shots)")
-        yes = pool[probes.matching_option[pool] == 0]
-        no = pool[probes.matching_option[pool] == 1]
-        for o in range(orderings):
-            rng = np.random.default_rng([seed, 2, ti, o])
-            n_yes = min(yes.size, (max_shots + int(rng.integers(2))) // 2)
-            n_no = min(no.size, max_shots - n_yes)
-            n_yes = max_shots - n_no
-            pick = np.concatenate([rng.choice(yes, n_yes, replace=False), rng.choice(no, n_no, replace=False)])
-            pick = rng.permutation(pick)
-            out.append(ShotSequence(t, o, pick, probes.matching_option[pick].copy()))
-    return out
-
-
+# ---------------------------------------------------------------- prompts
 def icl_prompts(probes: ProbeSet, seq: ShotSequence | None, n: int, eval_idx: np.ndarray) -> list[str]:
     """Prompts ``fewshot_context(first n shots) + item_text(item)`` for every held-out item."""
     from psm_bayes.llm import prompts
@@ -177,14 +92,10 @@ class ArrayCache:
     def put(self, key: str, value: np.ndarray) -> None:
         if self.directory is None:
             return
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".tmp-{key}-", suffix=".npy")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.save(fh, np.asarray(value))
-            os.replace(tmp, self.directory / f"{key}.npy")
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        from psm_bayes.io import atomic_path
+
+        with atomic_path(self.directory / f"{key}.npy") as tmp, open(tmp, "wb") as fh:
+            np.save(fh, np.asarray(value))
 
 
 # ---------------------------------------------------------------- measurement
@@ -215,7 +126,7 @@ def measure_icl(loaded: Any, probes: ProbeSet, eval_idx: np.ndarray, sequences: 
         ``item_id``, ``item_trait``, ``logp_yes``, ``logp_no`` (true log p),
         ``target_option``, ``nll`` (renormalised over Yes/No).
     """
-    from psm_bayes.experiments.nexttoken import NextTokenScorer, normalised_logp
+    from psm_bayes.llm.nexttoken import NextTokenScorer, normalised_logp
 
     nts = NextTokenScorer(loaded.model, loaded.tokenizer, OPTIONS, batch_size=batch_size)
     cache = ArrayCache(cache_dir)
@@ -266,7 +177,7 @@ def build_icl_data(measurements: pd.DataFrame, sequences: Sequence[ShotSequence]
         The probes indexed by ``measurements.item`` and the shots.
     loglik : xarray.DataArray (persona, item, option)
         The persona table, renormalised over options
-        (:func:`psm_bayes.experiments.prior.normalised_table`), covering the
+        (:func:`psm_bayes.experiments.persona_table.normalised_table`), covering the
         held-out items and every shot item.
     prior_weights : array (persona,)
         Pre-training prior ``pi``.
@@ -326,3 +237,40 @@ def icl_summary(measurements: pd.DataFrame) -> pd.DataFrame:
     m = pd.concat(parts)
     m["target"] = np.where(m["item_trait"] == m["shot_trait"], "same trait", "other traits")
     return m.groupby(["shot_trait", "target", "n_shots"])["nll"].agg(["mean", "sem", "count"]).reset_index()
+
+
+# ---------------------------------------------------------------- the stage
+@dataclass(frozen=True)
+class ICLStage:
+    """Output of :func:`run_icl`.
+
+    Attributes
+    ----------
+    measurements : pandas.DataFrame
+        :func:`measure_icl` rows.
+    data : ICLData
+        :func:`build_icl_data` of them.
+    """
+
+    measurements: pd.DataFrame
+    data: Any
+
+
+def run_icl(loaded: Any, design: Any, personas: Any, *, cache_dir: str | Path | None = None, batch_size: int = 16,
+            progress: bool = True) -> ICLStage:
+    """Measure the ICL curves of a design and build the ICL data.
+
+    Parameters
+    ----------
+    loaded : psm_bayes.llm.LoadedModel
+    design : Design
+    personas : PersonaStage
+        Gives the persona table (``loglik``) and the prior.
+    cache_dir : path, optional
+    batch_size : int
+    progress : bool
+    """
+    meas = measure_icl(loaded, design.probes, design.eval_idx, design.sequences, design.n_values,
+                       cache_dir=cache_dir, batch_size=batch_size, progress=progress)
+    return ICLStage(meas, build_icl_data(meas, design.sequences, design.probes, personas.loglik,
+                                         personas.prior_weights))

@@ -7,7 +7,7 @@ persona and probe item, plus the neutral row ``log p(o | item i)`` with no
 persona text (:func:`psm_bayes.llm.prompts.neutral_context`).  Two exact
 ways to compute it (:func:`score_persona_table`):
 
-* ``method="fast"`` (default): :class:`~psm_bayes.experiments.nexttoken.NextTokenScorer`
+* ``method="fast"`` (default): :class:`~psm_bayes.llm.nexttoken.NextTokenScorer`
   -- the options are single tokens after ``"Answer:"``, so one forward pass
   per (persona, item) gives both options; the persona description and the
   question stem form a token prefix shared by all items of a persona, whose
@@ -19,26 +19,9 @@ Both give the same ``xarray.Dataset`` layout: ``loglik`` (persona, item,
 option) and ``neutral_loglik`` (item, option), true (full-vocabulary)
 log-probabilities.
 
-Pre-training prior
-------------------
-The neutral model is read as a mixture of the personas (the PSM's
-pre-training prior ``pi``)::
-
-    p_neutral(o | i)  ~=  sum_k pi_k p(o | i, k)
-
-with ``p`` renormalised over each item's options.  :func:`em_prior_weights`
-finds the ``pi`` maximising the expected log-likelihood of the neutral
-answers,
-
-    F(pi) = sum_i sum_o q_i(o) log sum_k pi_k p(o | i, k),   q_i = p_neutral(. | i),
-
-by EM (a minimum-KL projection of the neutral answer distributions onto the
-persona mixtures): E-step ``r_iok = pi_k p(o|i,k) / sum_j pi_j p(o|i,j)``,
-M-step ``pi_k = (sum_io q_io r_iok + a) / (I + K a)``, where ``a`` is an
-optional pseudo-count (a MAP estimate under ``Dirichlet(1 + a)``) that keeps
-every weight positive -- the PSM's ``Dirichlet(concentration * pi)`` needs
-``pi_k > 0``.  ``F`` is concave in ``pi``, so EM converges to the global
-maximum (monotonically; the log-likelihood trace is returned).
+The pre-training prior fitted on the neutral row is in
+:mod:`psm_bayes.experiments.pretraining_prior`; :func:`measure_personas` is the
+experiment stage (every persona form, separation, prior).
 """
 
 from __future__ import annotations
@@ -50,129 +33,15 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from scipy.special import log_softmax, logsumexp
+from scipy.special import log_softmax
 
 from psm_bayes.data import DataError, ItemSet, PersonaSet
-from psm_bayes.probes import balanced_pick
-
-
-@dataclass(frozen=True)
-class EMResult:
-    """Result of :func:`em_prior_weights`.
-
-    Attributes
-    ----------
-    weights : numpy.ndarray
-        ``pi`` (persona,), sums to one.
-    loglik : numpy.ndarray
-        ``F(pi)`` after each iteration (non-decreasing without a pseudo-count).
-    n_iter : int
-        Iterations run.
-    converged : bool
-        Whether the largest weight change fell below ``tol``.
-    """
-
-    weights: np.ndarray
-    loglik: np.ndarray
-    n_iter: int
-    converged: bool
-
-
-def em_prior_weights(persona_loglik: np.ndarray, neutral_loglik: np.ndarray, *, n_iter: int = 500,
-                     tol: float = 1e-10, pseudo_count: float = 0.0, init: np.ndarray | None = None) -> EMResult:
-    """Mixture weights ``pi`` that best explain the neutral answers as a mixture of persona answers.
-
-    Parameters
-    ----------
-    persona_loglik : array (persona, item, option)
-        ``log p(o | i, k)`` (renormalised over options here).
-    neutral_loglik : array (item, option)
-        ``log p_neutral(o | i)`` (renormalised over options here).
-    n_iter : int
-        Maximum EM iterations (a few hundred are plenty).
-    tol : float
-        Stop when ``max |pi_new - pi| < tol``.
-    pseudo_count : float
-        ``a >= 0`` added to every persona's expected count (MAP under a
-        ``Dirichlet(1 + a)`` prior); keeps weights away from zero.
-    init : array (persona,), optional
-        Starting weights (default uniform).
-
-    Returns
-    -------
-    EMResult
-    """
-    L = np.asarray(persona_loglik, dtype=float)
-    N = np.asarray(neutral_loglik, dtype=float)
-    if L.ndim != 3:
-        raise DataError(f"persona_loglik: expected (persona, item, option), got shape {L.shape}")
-    K, I, O = L.shape
-    if N.shape != (I, O):
-        raise DataError(f"neutral_loglik: expected shape {(I, O)} (item, option), got {N.shape}")
-    for name, arr in (("persona_loglik", L), ("neutral_loglik", N)):
-        if not np.isfinite(arr).all():
-            raise DataError(f"{name}: expected finite log-probabilities")
-    if pseudo_count < 0:
-        raise ValueError(f"pseudo_count: expected >= 0, got {pseudo_count}")
-    logp = log_softmax(L, axis=-1)                  # (K, I, O)
-    q = np.exp(log_softmax(N, axis=-1))             # (I, O)
-    pi = np.full(K, 1.0 / K) if init is None else np.asarray(init, dtype=float) / np.sum(init)
-    trace = []
-    converged = False
-    it = 0
-    for it in range(1, n_iter + 1):
-        joint = np.log(np.clip(pi, 1e-300, None))[:, None, None] + logp   # (K, I, O)
-        mix = logsumexp(joint, axis=0)                                     # (I, O)
-        trace.append(float(np.sum(q * mix)))
-        resp = np.exp(joint - mix[None])                                   # (K, I, O)
-        counts = np.einsum("io,kio->k", q, resp)
-        new = (counts + pseudo_count) / (I + K * pseudo_count)
-        delta = float(np.max(np.abs(new - pi)))
-        pi = new
-        if delta < tol:
-            converged = True
-            break
-    mix = logsumexp(np.log(np.clip(pi, 1e-300, None))[:, None, None] + logp, axis=0)
-    trace.append(float(np.sum(q * mix)))
-    return EMResult(pi / pi.sum(), np.asarray(trace), it, converged)
+from psm_bayes.experiments.pretraining_prior import EMResult, prior_from_table
 
 
 # ---------------------------------------------------------------- persona table
 PERSONA_CONTEXTS: tuple[str, ...] = ("description", "fewshot", "both")
 """Persona context forms: the description preamble, ``k`` in-context answers by the persona, or both."""
-
-
-def reserve_persona_examples(probes: Any, train_idx: np.ndarray, traits: Sequence[str], k: int,
-                             seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Set aside ``k`` training statements per trait as the few-shot personas' examples.
-
-    The reserved statements (half matching-Yes, half matching-No where
-    possible, in a seeded order) are removed from the training pool, so they
-    are never ICL shots, SFT episodes or held-out items -- i.e. never scored in
-    the persona table, whose items are exactly those (no leakage of a
-    persona's own example answers into its table row).
-
-    Returns
-    -------
-    (numpy.ndarray, numpy.ndarray)
-        ``(reserved_idx, remaining_train_idx)``; ``reserved_idx`` is grouped by
-        trait in ``traits`` order, each group in prompt order.
-    """
-    if k < 0:
-        raise ValueError(f"persona_examples: expected >= 0, got {k}")
-    train_idx = np.asarray(train_idx, dtype=int)
-    if k == 0:
-        return np.zeros(0, dtype=int), train_idx
-    res = []
-    for ti, t in enumerate(traits):
-        pool = train_idx[probes.trait[train_idx] == t]
-        if pool.size <= k:
-            raise DataError(f"persona_examples: {k} reserved statements of {t!r} leave no training pool "
-                            f"({pool.size} training statements)")
-        rng = np.random.default_rng([seed, 4, ti])
-        res.append(rng.permutation(balanced_pick(rng, pool, probes.matching_option, k)))
-    reserved = np.concatenate(res)
-    return reserved, np.setdiff1d(train_idx, reserved)
 
 
 def persona_contexts(spec: Any, personas: PersonaSet, probes: Any, reserved_idx: np.ndarray,
@@ -188,7 +57,7 @@ def persona_contexts(spec: Any, personas: PersonaSet, probes: Any, reserved_idx:
     probes : ProbeSet
         Probes indexed by ``reserved_idx``.
     reserved_idx : array of int
-        Persona examples (:func:`reserve_persona_examples`); persona ``t+``/``t-``
+        Persona examples (:func:`~psm_bayes.experiments.design.reserve_persona_examples`); persona ``t+``/``t-``
         uses the reserved statements of trait ``t``, in the same order.
     mode : {"description", "fewshot", "both"}
         ``description``: :func:`~psm_bayes.llm.prompts.description_context`;
@@ -335,7 +204,7 @@ def score_persona_table(loaded: Any, personas: PersonaSet, items: ItemSet, *, me
         cached = xr.load_dataset(cache_path)
         if cached.attrs.get("fingerprint") == fp:
             return cached
-    from psm_bayes.experiments.nexttoken import NextTokenScorer
+    from psm_bayes.llm.nexttoken import NextTokenScorer
 
     options = items.options[0]
     if any(tuple(o) != tuple(options) for o in items.options):
@@ -397,13 +266,6 @@ def table_lookup(loglik: Any, probes: Any) -> tuple[np.ndarray, Any]:
     return np.asarray(L.values, dtype=float), col
 
 
-def prior_from_table(table: Any, *, n_iter: int = 500, pseudo_count: float = 1.0) -> EMResult:
-    """:func:`em_prior_weights` on a persona table from :func:`score_persona_table`."""
-    L = table["loglik"].transpose("persona", "item", "option").values
-    N = table["neutral_loglik"].transpose("item", "option").values
-    return em_prior_weights(L, N, n_iter=n_iter, pseudo_count=pseudo_count)
-
-
 def normalised_table(table: Any) -> Any:
     """``loglik`` renormalised over options (``log p(o | i, k)`` given the answer is one of the options)."""
     import xarray as xr
@@ -420,3 +282,103 @@ def select_personas(spec: Any, traits: Sequence[str]) -> PersonaSet:
         raise DataError(f"traits: no personas for {missing}")
     p = spec.personas
     return PersonaSet([p.ids[i] for i in keep], [p.names[i] for i in keep], [p.descriptions[i] for i in keep])
+
+
+# ---------------------------------------------------------------- the stage
+@dataclass(frozen=True)
+class PersonaStage:
+    """Output of :func:`measure_personas`.
+
+    Attributes
+    ----------
+    spec : PersonaSpec
+        Every shipped persona (trait and pole of each).
+    personas : PersonaSet
+        Both poles of every design trait.
+    context : str
+        The persona form the experiment uses (one of :data:`PERSONA_CONTEXTS`).
+    tables : dict of str to xarray.Dataset
+        Persona table of each form measured (``context`` first).
+    separation : dict of str to pandas.DataFrame
+        :func:`persona_separation` of each table.
+    mode_priors : dict of str to numpy.ndarray
+        EM prior of each table.
+    em : EMResult
+        The EM prior of the experiment's table.
+    loglik : xarray.DataArray (persona, item, option)
+        The experiment's table renormalised over options.
+    """
+
+    spec: Any
+    personas: PersonaSet
+    context: str
+    tables: dict
+    separation: dict
+    mode_priors: dict
+    em: EMResult
+    loglik: Any
+
+    @property
+    def table(self) -> Any:
+        """The persona table of the experiment's form."""
+        return self.tables[self.context]
+
+    @property
+    def prior_weights(self) -> np.ndarray:
+        """The pre-training prior ``pi``."""
+        return self.em.weights
+
+
+def measure_personas(loaded: Any, design: Any, *, context: str = "fewshot", compare_contexts: bool = True,
+                     method: str = "fast", description_index: int = 0, pseudo_count: float = 1.0,
+                     cache_dir: str | Path | None = None, batch_size: int = 16,
+                     progress: bool = True) -> PersonaStage:
+    """Score the persona table(s) of a design and fit the pre-training prior.
+
+    Parameters
+    ----------
+    loaded : psm_bayes.llm.LoadedModel
+    design : Design
+        Its ``table_idx`` items are scored; its ``persona_idx`` are the few-shot examples.
+    context : {"description", "fewshot", "both"}
+        The persona form used downstream.
+    compare_contexts : bool
+        Also score the other forms (for the separation table).
+    method : {"fast", "scorer"}
+        See :func:`score_persona_table` (``scorer``: description form only).
+    description_index : int
+        Which shipped description each persona uses.
+    pseudo_count : float
+        EM pseudo-count.
+    cache_dir : path, optional
+        Table cache folder (``table.nc`` / ``table-<form>.nc``, or ``scores`` for ``method="scorer"``).
+    batch_size : int
+    progress : bool
+
+    Returns
+    -------
+    PersonaStage
+    """
+    from psm_bayes.probes import load_personas
+
+    if method == "scorer" and context != "description":
+        raise DataError("table_method: 'scorer' supports persona_context='description' only")
+    probes = design.probes
+    spec = load_personas(description_index=description_index)
+    personas = select_personas(spec, design.traits)
+    items = probes.subset(design.table_idx).items
+    modes = [context] + ([m for m in PERSONA_CONTEXTS if m != context] if compare_contexts else [])
+    tables, separation, mode_priors = {}, {}, {}
+    for mode in modes:
+        if mode != "description" and method == "scorer":
+            continue
+        ctx = None if mode == "description" else persona_contexts(spec, personas, probes, design.persona_idx, mode)
+        name = "table.nc" if mode == "description" else f"table-{mode}.nc"
+        cache_path = None if cache_dir is None else Path(cache_dir) / (name if method == "fast" else "scores")
+        tables[mode] = score_persona_table(loaded, personas, items, method=method, cache_path=cache_path,
+                                           batch_size=batch_size, progress=progress, contexts=ctx)
+        separation[mode] = persona_separation(tables[mode], probes, spec)
+        mode_priors[mode] = prior_from_table(tables[mode], pseudo_count=pseudo_count).weights
+    em = prior_from_table(tables[context], pseudo_count=pseudo_count)
+    return PersonaStage(spec=spec, personas=personas, context=context, tables=tables, separation=separation,
+                        mode_priors=mode_priors, em=em, loglik=normalised_table(tables[context]))
