@@ -35,6 +35,7 @@ def build_datatree(spec: ModelSpec, data: Any, *, posterior: Mapping[str, Any],
                         ("prior_predictive", prior_predictive)):
         if value:
             groups[name] = _np(value)
+    data = spec.per_unit(data)  # observed sites, log-likelihood and predictive draws are one row per unit
     observed = spec.observed_values(data)
     if observed:
         groups["observed_data"] = _np(observed)

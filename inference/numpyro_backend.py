@@ -21,11 +21,17 @@ def _by_chain(samples: dict[str, Any], n_chains: int) -> dict[str, np.ndarray]:
     return {k: np.asarray(v).reshape((n_chains, -1) + np.shape(v)[1:]) for k, v in samples.items()}
 
 
-def _predictive_groups(model: Callable, data: Any, priors: Any, flat: dict, n_chains: int, key) -> tuple[dict, dict]:
-    """(log_likelihood, posterior_predictive) per observed site, by chain."""
+def pointwise_log_likelihood(model: Callable, data: Any, priors: Any, flat: dict) -> dict[str, np.ndarray]:
+    """``{observed site: (S, N)}`` log-likelihood of each unit (one episode, aggregated rows expanded)."""
     spec = spec_of(model)
-    ll = log_likelihood(model, flat, data, priors)
-    ll = {k: v for k, v in ll.items() if k in spec.observed}
+    ll = log_likelihood(model, flat, spec.per_unit(data), priors)
+    return {k: np.asarray(v) for k, v in ll.items() if k in spec.observed}
+
+
+def _predictive_groups(model: Callable, data: Any, priors: Any, flat: dict, n_chains: int, key) -> tuple[dict, dict]:
+    """(log_likelihood, posterior_predictive) per observed site and unit (episode), by chain."""
+    spec = spec_of(model)
+    ll = pointwise_log_likelihood(model, data, priors, flat)
     pred = Predictive(model, posterior_samples=flat, return_sites=list(spec.observed))(key, spec.unobserve(data), priors)
     return _by_chain(ll, n_chains), _by_chain(pred, n_chains)
 

@@ -57,8 +57,12 @@ def _by_chain(flat: dict[str, torch.Tensor], n_chains: int) -> dict[str, np.ndar
 
 
 def pointwise_log_likelihood(model: Callable, data: Any, priors: Any, flat: dict[str, torch.Tensor]) -> dict:
-    """``{observed site: (S, N)}`` unscaled log-likelihood per draw, by replaying a trace per draw."""
+    """``{observed site: (S, N)}`` log-likelihood of each unit (one episode, aggregated rows expanded).
+
+    Replays a trace per draw on the model's one-row-per-unit data.
+    """
     spec = spec_of(model)
+    data = spec.per_unit(data)
     n = next(iter(flat.values())).shape[0]
     out: dict[str, list] = {k: [] for k in spec.observed}
     with torch.no_grad():

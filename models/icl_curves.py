@@ -6,12 +6,17 @@ trait), followed by a held-out probe item. The observation is
 
     nll_r = -log p(matching answer | n shots, held-out item),
 
-with ``p`` renormalised over the item's options (Yes/No), so ``nll >= 0``.
+with ``p`` renormalised over the item's options (Yes/No), so ``nll > 0``.
 
 Four models explain these curves (NumPyro backend in
 :mod:`psm_bayes.models.icl_curves_numpyro`; all observe ``nll`` in plate
-``measurement`` with ``nll ~ Normal(nll_mean, sigma)`` and record the
-deterministic ``nll_mean``):
+``measurement`` with the positive ``nll ~ LogNormal(log nll_mean, sigma)``
+(multiplicative noise, median ``nll_mean``), so every prior-predictive draw is
+a valid measurement, and record the deterministic ``nll_mean``). The curve
+laws also carry a response bias when the data names each row's matching
+answer (``target_option``): ``response_bias`` shifts the log-odds of "Yes"
+(see :func:`with_response_bias`); ``psm_icl`` has it inside the personas'
+answers (``authorial_bias``):
 
 * ``psm_icl`` -- the persona selection model. With ``L[k, i, o]`` the base
   model's ``log p(option o | item i, persona k)`` and ``pi`` the
@@ -59,7 +64,8 @@ from typing import Sequence
 
 import numpy as np
 
-from psm_bayes.data import DataError, _as_str_tuple, _check_finite, _check_unique, _fail, check_int_array
+from psm_bayes.validation import (DataError, as_str_tuple, check_finite, check_int_array, check_logprob, check_option,
+                                  check_personas, check_prior_weights, check_unique, fail)
 from psm_bayes.models.maths import Ops
 
 YES_OPTION = 0
@@ -84,48 +90,6 @@ DIMS: dict[str, list[str]] = {
 PSM_FIELDS = ("shot_loglik", "target_loglik", "target_option", "prior_weights")
 
 
-# ---------------------------------------------------------------- validation helpers
-def check_prior_weights(pw, n_personas: int, field_name: str = "prior_weights") -> np.ndarray:
-    """Validate a prior over personas (non-negative, sums to 1); return it clipped and renormalised."""
-    arr = np.asarray(pw, dtype=float)
-    if arr.shape != (n_personas,):
-        _fail(field_name, f"expected shape ({n_personas},) (one per persona), got {arr.shape}")
-    _check_finite(arr, field_name)
-    if (arr < 0).any() or abs(arr.sum() - 1.0) > 1e-6:
-        _fail(field_name, f"expected non-negative weights summing to 1, got sum {arr.sum():.6g}")
-    arr = np.clip(arr, 1e-12, None)
-    return arr / arr.sum()
-
-
-def check_logprob(arr, shape: tuple[int, ...], field_name: str, what: str) -> np.ndarray:
-    """Validate a finite array of log-probabilities (<= 0 up to 1e-6) of ``shape``; return it clipped at 0."""
-    a = np.asarray(arr, dtype=float)
-    if a.shape != shape:
-        _fail(field_name, f"expected shape {shape} ({what}), got {a.shape}")
-    _check_finite(a, field_name)
-    if (a > 1e-6).any():
-        idx = tuple(int(i) for i in np.argwhere(a > 1e-6)[0])
-        _fail(field_name, f"log-probabilities must be <= 0, found {a[idx]:.4g} at index {idx}")
-    return np.minimum(a, 0.0)
-
-
-def check_option(arr, n: int, n_options: int, field_name: str) -> np.ndarray:
-    """Validate integer option indices in ``[0, n_options)`` of shape ``(n,)``."""
-    a = check_int_array(arr, field_name, n)
-    if n and a.max() >= n_options:
-        _fail(field_name, f"expected indices in [0, {n_options}), found range [{int(a.min())}, {int(a.max())}]")
-    return a
-
-
-def check_personas(personas: Sequence[str], n_personas: int, field_name: str = "personas") -> tuple[str, ...]:
-    """Persona ids (default ``p0 .. p{K-1}``), unique, one per persona."""
-    ids = _as_str_tuple(personas, field_name) or tuple(f"p{k}" for k in range(n_personas))
-    if len(ids) != n_personas:
-        _fail(field_name, f"expected {n_personas} ids (one per persona), got {len(ids)}")
-    _check_unique(ids, field_name)
-    return ids
-
-
 # ---------------------------------------------------------------- data
 @dataclass(frozen=True)
 class ICLData:
@@ -139,7 +103,7 @@ class ICLData:
         Number of demonstrations in the prompt of each row (``>= 0``).
     nll : array of float, optional
         Observed ``-log p(matching answer)``, renormalised over the item's
-        options (``>= 0``); ``None`` asks a model for its prior predictive.
+        options (``> 0``); ``None`` asks a model for its prior predictive.
     shot_loglik : array (row, persona), optional
         ``sum`` over the row's shots of ``L[k, shot item, shot answer]``;
         exactly 0 on rows with ``n_shots == 0``.
@@ -175,27 +139,26 @@ class ICLData:
 
     def __post_init__(self) -> None:
         if isinstance(self.curve, str):
-            _fail("curve", "expected a sequence of curve ids, got one str")
-        curve = tuple(str(c) for c in _as_str_tuple(list(self.curve), "curve"))
+            fail("curve", "expected a sequence of curve ids, got one str")
+        curve = tuple(str(c) for c in as_str_tuple(list(self.curve), "curve"))
         if not curve:
-            _fail("curve", "expected at least one row")
+            fail("curve", "expected at least one row")
         n = len(curve)
         shots = check_int_array(self.n_shots, "n_shots", n, what="shot counts", match="curve")
-        curves = _as_str_tuple(self.curves, "curves") or tuple(dict.fromkeys(curve))
-        _check_unique(curves, "curves")
+        curves = as_str_tuple(self.curves, "curves") or tuple(dict.fromkeys(curve))
+        check_unique(curves, "curves")
         lookup = {c: j for j, c in enumerate(curves)}
         unknown = sorted({c for c in curve if c not in lookup})
         if unknown:
-            _fail("curve", f"id(s) {unknown[:5]} not in curves")
+            fail("curve", f"id(s) {unknown[:5]} not in curves")
         nll = self.nll
         if nll is not None:
             nll = np.asarray(nll, dtype=float)
             if nll.shape != (n,):
-                _fail("nll", f"expected shape ({n},) (one per row), got {nll.shape}")
-            _check_finite(nll, "nll")
-            if (nll < -1e-6).any():
-                _fail("nll", f"expected -log p >= 0, found {nll.min():.4g}")
-            nll = np.maximum(nll, 0.0)
+                fail("nll", f"expected shape ({n},) (one per row), got {nll.shape}")
+            check_finite(nll, "nll")
+            if (nll <= 0).any():
+                fail("nll", f"expected -log p > 0 (p < 1), found {nll.min():.4g} at row {int(nll.argmin())}")
         object.__setattr__(self, "curve", curve)
         object.__setattr__(self, "n_shots", shots)
         object.__setattr__(self, "nll", nll)
@@ -204,23 +167,23 @@ class ICLData:
         given = [f for f in PSM_FIELDS if getattr(self, f) is not None]
         if given and len(given) < len(PSM_FIELDS):
             missing = [f for f in PSM_FIELDS if getattr(self, f) is None]
-            _fail(missing[0], f"expected together with {given} (the PSM fields come as a set)")
+            fail(missing[0], f"expected together with {given} (the PSM fields come as a set)")
         if given:
             self._validate_psm(n)
         elif self.personas:
-            _fail("personas", "persona ids given without the PSM fields")
+            fail("personas", "persona ids given without the PSM fields")
 
     def _validate_psm(self, n: int) -> None:
         tl = np.asarray(self.target_loglik, dtype=float)
         if tl.ndim != 3 or tl.shape[0] != n or tl.shape[1] < 1 or tl.shape[2] < 2:
-            _fail("target_loglik", f"expected shape ({n}, persona, option>=2), got {tl.shape}")
+            fail("target_loglik", f"expected shape ({n}, persona, option>=2), got {tl.shape}")
         _, K, O = tl.shape
         tl = check_logprob(tl, (n, K, O), "target_loglik", "row, persona, option")
         sl = check_logprob(self.shot_loglik, (n, K), "shot_loglik", "row, persona")
         zero = self.n_shots == 0
         if zero.any() and np.abs(sl[zero]).max() > 1e-9:
             r = int(np.argwhere(zero & (np.abs(sl).max(1) > 1e-9))[0, 0])
-            _fail("shot_loglik", f"expected 0 on rows with n_shots == 0, row {r} has {sl[r].tolist()}")
+            fail("shot_loglik", f"expected 0 on rows with n_shots == 0, row {r} has {sl[r].tolist()}")
         object.__setattr__(self, "target_loglik", tl)
         object.__setattr__(self, "shot_loglik", sl)
         object.__setattr__(self, "target_option", check_option(self.target_option, n, O, "target_option"))
@@ -266,37 +229,17 @@ class ICLData:
         """The rows ``rows`` (boolean mask or indices), keeping the ``curves`` order and personas."""
         idx = np.arange(len(self))[np.asarray(rows)]
         if idx.size == 0:
-            _fail("rows", "subset would be empty")
+            fail("rows", "subset would be empty")
         pick = (lambda a: None if a is None else np.asarray(a)[idx])
         return dc_replace(self, curve=tuple(self.curve[i] for i in idx), n_shots=self.n_shots[idx],
                           nll=pick(self.nll), shot_loglik=pick(self.shot_loglik),
                           target_loglik=pick(self.target_loglik), target_option=pick(self.target_option))
 
 
-def unobserve(data: ICLData) -> ICLData:
-    """``data`` without ``nll`` (prior / posterior predictive)."""
-    return data.replace(nll=None)
-
-
-def observed_values(data: ICLData) -> dict[str, np.ndarray]:
-    """Observed arrays per site."""
-    return {} if data.nll is None else {"nll": data.nll}
-
-
-def with_observed(data: ICLData, values) -> ICLData:
-    """``data`` with ``nll`` set to ``values["nll"]`` (e.g. a prior-predictive draw), clipped at 0.
-
-    ``Normal`` noise can put a simulated ``nll`` below 0, which real data cannot
-    be; clipping keeps simulated data valid (negligible when ``sigma`` is small
-    relative to ``nll``).
-    """
-    return data.replace(nll=np.clip(np.asarray(values["nll"], dtype=float), 0.0, None))
-
-
 def require_psm(data: ICLData, model: str) -> None:
     """Raise :class:`DataError` if ``data`` lacks the PSM fields ``model`` needs."""
     if not data.has_psm:
-        _fail("target_loglik", f"{model} needs the PSM fields {PSM_FIELDS}; got None")
+        fail("target_loglik", f"{model} needs the PSM fields {PSM_FIELDS}; got None")
 
 
 # ---------------------------------------------------------------- priors
@@ -309,7 +252,9 @@ class ICLPriors:
     beta_loc, beta_scale : float
         ``beta_icl ~ LogNormal(beta_loc, beta_scale)`` (psm_icl).
     bias_scale : float
-        ``authorial_bias ~ Normal(0, bias_scale)`` (psm_icl).
+        ``authorial_bias ~ Normal(0, bias_scale)`` (psm_icl); ``response_bias
+        ~ Normal(0, bias_scale)`` (the curve laws, when rows name their
+        matching answer).
     sigma_scale : float
         ``sigma ~ HalfNormal(sigma_scale)`` (all models).
     C_loc, C_scale, alpha_loc, alpha_scale : float
@@ -409,6 +354,23 @@ def power_law_nll(n, C, alpha):
 def bounded_power_law_nll(n, C, alpha, n_inf, K_floor):
     """``C (1 + n / n_inf)^(-alpha) + K``."""
     return C * (1.0 + n / n_inf) ** (-alpha) + K_floor
+
+
+def yes_sign(target_option) -> np.ndarray:
+    """``+1`` where the matching answer is Yes (:data:`YES_OPTION`), ``-1`` elsewhere."""
+    return np.where(np.asarray(target_option) == YES_OPTION, 1.0, -1.0)
+
+
+def with_response_bias(ops: Ops, nll, bias, sign):
+    """``nll`` after shifting the log-odds of "Yes" by ``bias`` (binary items).
+
+    The matching answer's log-odds ``l = log p - log(1 - p)`` (``p =
+    exp(-nll)``) moves by ``bias * sign`` (``sign`` from :func:`yes_sign`);
+    returns ``-log sigmoid(l + bias * sign) = log(1 + exp(-(l + bias * sign)))``.
+    """
+    logodds = -nll - ops.log(-ops.expm1(-nll))
+    x = -(logodds + bias * sign)
+    return ops.logsumexp(ops.stack([x * 0.0, x]), 0)
 
 
 # ---------------------------------------------------------------- design / extrapolation

@@ -2,23 +2,20 @@
 
 The maths and data live in :mod:`psm_bayes.models.icl_curves` (see its
 docstring for the equations). Every model observes ``nll`` in plate
-``measurement`` as ``Normal(nll_mean, sigma)`` and records ``nll_mean``;
-per-curve parameters sit in plate ``curve``.
-
-Also here (they need fits): :func:`extrapolation_error` and
-:func:`compare_icl_models`.
+``measurement`` as ``LogNormal(log nll_mean, sigma)`` (positive, so simulated
+data is always valid) and records ``nll_mean``; per-curve parameters sit in
+plate ``curve``. Model comparison and extrapolation (which need fits) live in
+:mod:`psm_bayes.comparison`.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable
 
 import jax.numpy as jnp
-import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
-from psm_bayes.data import DataError
 from psm_bayes.models import icl_curves as icl
 from psm_bayes.models import maths
 from psm_bayes.models.base import ModelSpec, psm_model
@@ -29,16 +26,23 @@ _OPS = maths.jax_ops()
 
 
 def _spec(name: str) -> ModelSpec:
-    return ModelSpec(name, "numpyro", ("nll",), icl.DIMS, ICLData.coords, icl.unobserve, icl.observed_values,
-                     with_observed=icl.with_observed)
+    return ModelSpec(name, "numpyro", {"nll": "nll"}, icl.DIMS, ICLData.coords)
 
 
-def observe_nll(data: ICLData, mean, sigma) -> None:
-    """Record ``nll_mean`` and observe ``nll ~ Normal(mean, sigma)`` in plate ``measurement``."""
+def observe_nll(data: ICLData, mean, sigma, priors: ICLPriors | None = None) -> None:
+    """Record ``nll_mean`` and observe ``nll ~ LogNormal(log nll_mean, sigma)`` in plate ``measurement``.
+
+    With ``priors`` (the curve laws) and a known matching answer per row,
+    first add ``response_bias ~ Normal(0, priors.bias_scale)`` on the log-odds
+    of "Yes" (:func:`~psm_bayes.models.icl_curves.with_response_bias`).
+    """
+    if priors is not None and data.target_option is not None:
+        bias = numpyro.sample("response_bias", dist.Normal(0.0, priors.bias_scale))
+        mean = icl.with_response_bias(_OPS, mean, bias, jnp.asarray(icl.yes_sign(data.target_option)))
     numpyro.deterministic("nll_mean", mean)
     obs = None if data.nll is None else jnp.asarray(data.nll)
     with numpyro.plate("measurement", len(data)):
-        numpyro.sample("nll", dist.Normal(mean, sigma), obs=obs)
+        numpyro.sample("nll", dist.LogNormal(jnp.log(mean), sigma), obs=obs)
 
 
 def psm_icl_sites(data: ICLData, priors: ICLPriors, beta_name: str = "beta_icl", bias=None):
@@ -66,7 +70,7 @@ def psm_icl(data: ICLData, priors: ICLPriors | None = None) -> None:
     priors = priors or ICLPriors()
     mean = psm_icl_sites(data, priors)
     sigma = numpyro.sample("sigma", dist.HalfNormal(priors.sigma_scale))
-    observe_nll(data, mean, sigma)
+    observe_nll(data, mean, sigma)  # psm_icl's Yes offset is authorial_bias, inside the personas' answers
 
 
 @psm_model(_spec("bayesian_icl_law"))
@@ -93,7 +97,7 @@ def bayesian_icl_law(data: ICLData, priors: ICLPriors | None = None) -> None:
     mean = icl.bayesian_law_nll(_OPS, jnp.asarray(data.n_shots, dtype=float), K, jnp.log(rho)[c],
                                 jnp.log1p(-rho)[c], log_P[c], log_Q[c], log_p[c], log_q[c])
     sigma = numpyro.sample("sigma", dist.HalfNormal(priors.sigma_scale))
-    observe_nll(data, mean, sigma)
+    observe_nll(data, mean, sigma, priors)
 
 
 @psm_model(_spec("power_law"))
@@ -106,7 +110,7 @@ def power_law(data: ICLData, priors: ICLPriors | None = None) -> None:
     c = data.curve_index
     mean = icl.power_law_nll(jnp.asarray(data.n_shots, dtype=float), C[c], alpha[c])
     sigma = numpyro.sample("sigma", dist.HalfNormal(priors.sigma_scale))
-    observe_nll(data, mean, sigma)
+    observe_nll(data, mean, sigma, priors)
 
 
 @psm_model(_spec("bounded_power_law"))
@@ -126,7 +130,7 @@ def bounded_power_law(data: ICLData, priors: ICLPriors | None = None) -> None:
     c = data.curve_index
     mean = icl.bounded_power_law_nll(jnp.asarray(data.n_shots, dtype=float), C[c], alpha[c], n_inf[c], floor[c])
     sigma = numpyro.sample("sigma", dist.HalfNormal(priors.sigma_scale))
-    observe_nll(data, mean, sigma)
+    observe_nll(data, mean, sigma, priors)
 
 
 ICL_MODELS: dict[str, Callable] = {m.spec.name: m for m in (psm_icl, bayesian_icl_law, power_law,
@@ -137,97 +141,3 @@ simulate_psm_icl = design_simulator(psm_icl, icl.make_icl_design)
 simulate_bayesian_icl_law = design_simulator(bayesian_icl_law, icl.make_icl_design)
 simulate_power_law = design_simulator(power_law, icl.make_icl_design)
 simulate_bounded_power_law = design_simulator(bounded_power_law, icl.make_icl_design)
-
-
-def predicted_nll(model: Callable, dt, data: ICLData, *, seed: int = 0, priors: ICLPriors | None = None) -> np.ndarray:
-    """Posterior predictive mean of ``nll`` on the rows of ``data``.
-
-    The noise is zero-mean, so the posterior predictive mean equals the
-    posterior mean of ``nll_mean`` (computed exactly, without noise draws).
-    """
-    from psm_bayes.models.numpyro_predict import predict_sites
-
-    return predict_sites(model, dt, data, ["nll_mean"], seed=seed, priors=priors)["nll_mean"].mean(0)
-
-
-def extrapolation_error(model: Callable, train: ICLData, test: ICLData, seed: int, *,
-                        priors: ICLPriors | None = None, **fit_kwargs) -> dict[str, float]:
-    """Fit ``model`` on ``train`` (NUTS) and score its predictions of ``test.nll``.
-
-    Parameters
-    ----------
-    model : callable
-        One of the ICL models.
-    train, test : ICLData
-        E.g. from :func:`~psm_bayes.models.icl_curves.extrapolation_split`
-        (same ``curves`` order); ``test.nll`` must be observed.
-    seed : int
-        Seed of the fit.
-    priors : ICLPriors, optional
-    **fit_kwargs
-        Passed to :func:`psm_bayes.inference.fit_nuts` (``num_warmup``, ...).
-
-    Returns
-    -------
-    dict
-        ``rmse`` and ``nrmse`` (RMSE / population sd of the observed test
-        ``nll``) of the posterior predictive mean; see
-        :func:`~psm_bayes.models.icl_curves.extrapolation_metrics`.
-    """
-    from psm_bayes.inference import fit_nuts
-
-    if test.nll is None:
-        raise DataError("test.nll: expected observed values to score predictions against")
-    if tuple(train.curves) != tuple(test.curves):
-        raise DataError("test.curves: expected the same curves order as train (use extrapolation_split)")
-    dt = fit_nuts(model, train, seed=seed, priors=priors, predictive=False, **fit_kwargs)
-    return icl.extrapolation_metrics(test.nll, predicted_nll(model, dt, test, seed=seed, priors=priors))
-
-
-def compare_icl_models(data: ICLData, seed: int, *, models: Sequence[str] | None = None, fraction: float = 0.5,
-                       priors: ICLPriors | None = None, **fit_kwargs):
-    """Compare the ICL models by PSIS-LOO and by extrapolation error.
-
-    Each model is fitted to all of ``data`` (for ``az.compare``) and, for
-    the extrapolation columns, to the small-``n`` rows of
-    :func:`~psm_bayes.models.icl_curves.extrapolation_split` (``fraction``)
-    and scored on the rest.
-
-    Parameters
-    ----------
-    data : ICLData
-        Observed ``nll``; ``psm_icl`` is included only when the PSM fields
-        are present (default ``models``).
-    seed : int
-    models : sequence of str, optional
-        Names from :data:`ICL_MODELS`.
-    fraction : float
-    priors : ICLPriors, optional
-    **fit_kwargs
-        Passed to :func:`psm_bayes.inference.fit_nuts`.
-
-    Returns
-    -------
-    pandas.DataFrame
-        ``az.compare`` columns (rank, elpd, elpd_diff, weight, ...) indexed by
-        model name, plus ``rmse`` and ``nrmse`` (extrapolation).
-    """
-    import arviz as az
-
-    from psm_bayes.inference import fit_nuts
-
-    if data.nll is None:
-        raise DataError("nll: expected observed values to compare models on")
-    names = list(models) if models is not None else [n for n in ICL_MODELS if n != "psm_icl" or data.has_psm]
-    unknown = [n for n in names if n not in ICL_MODELS]
-    if unknown:
-        raise ValueError(f"models: unknown {unknown}; expected names from {list(ICL_MODELS)}")
-    train, test = icl.extrapolation_split(data, fraction)
-    fits, extra = {}, {}
-    for name in names:
-        fits[name] = fit_nuts(ICL_MODELS[name], data, seed=seed, priors=priors, **fit_kwargs)
-        extra[name] = extrapolation_error(ICL_MODELS[name], train, test, seed, priors=priors, **fit_kwargs)
-    table = az.compare(fits)
-    table["rmse"] = [extra[n]["rmse"] for n in table.index]
-    table["nrmse"] = [extra[n]["nrmse"] for n in table.index]
-    return table

@@ -32,13 +32,15 @@ class Ops:
     log_softmax: Callable[[Any, int], Any]
     log: Callable[[Any], Any]
     stack: Callable[[list], Any]
+    expm1: Callable[[Any], Any]
 
 
 def _numpy_ops() -> Ops:
     import numpy as np
     from scipy.special import log_softmax, logsumexp
 
-    return Ops("numpy", lambda x, a: logsumexp(x, axis=a), lambda x, a: log_softmax(x, axis=a), np.log, np.stack)
+    return Ops("numpy", lambda x, a: logsumexp(x, axis=a), lambda x, a: log_softmax(x, axis=a), np.log, np.stack,
+               np.expm1)
 
 
 def jax_ops() -> Ops:
@@ -47,7 +49,7 @@ def jax_ops() -> Ops:
     import jax.numpy as jnp
 
     return Ops("jax", lambda x, a: jax.scipy.special.logsumexp(x, axis=a),
-               lambda x, a: jax.nn.log_softmax(x, axis=a), jnp.log, jnp.stack)
+               lambda x, a: jax.nn.log_softmax(x, axis=a), jnp.log, jnp.stack, jnp.expm1)
 
 
 def torch_ops() -> Ops:
@@ -55,7 +57,7 @@ def torch_ops() -> Ops:
     import torch
 
     return Ops("torch", lambda x, a: torch.logsumexp(x, dim=a), lambda x, a: torch.log_softmax(x, dim=a),
-               torch.log, torch.stack)
+               torch.log, torch.stack, torch.expm1)
 
 
 NUMPY = _numpy_ops()

@@ -1,10 +1,10 @@
-"""Simulation and prediction helpers shared by the NumPyro ICL / SFT / joint models.
+"""Simulation helpers shared by the NumPyro ICL / SFT / joint models.
 
 * :func:`simulate` -- data drawn from a model itself with some parameters
   fixed (``numpyro.infer.Predictive`` under ``handlers.condition``): what
   parameter-recovery tests need;
-* :func:`predict_sites` -- sites of a model evaluated at the posterior draws
-  of a fit, on (possibly different) data, e.g. ``nll_mean`` on held-out rows.
+* :func:`design_simulator` -- a catalogue simulator drawing the truth and the
+  data from a model's prior predictive on a design.
 
 Both read the model's :class:`~psm_bayes.models.base.ModelSpec`
 (``unobserve`` and ``with_observed``).
@@ -53,7 +53,7 @@ def simulate(model: Callable, data: Any, params: Mapping[str, Any], *, seed: int
         ``data`` with the observed sites replaced by the draw, and every
         site's value (latents, deterministic and observed sites).
     """
-    spec = spec_of(model)
+    spec = spec_of(model)  # callers configure JAX first (psm_bayes.inference.configure_jax)
     if spec.with_observed is None:
         raise TypeError(f"model: {spec.name} has no with_observed in its ModelSpec")
     cond = handlers.condition(model, data={k: np.asarray(v) for k, v in params.items()})
@@ -81,28 +81,3 @@ def design_simulator(model: Callable, design: Callable) -> Callable:
 
     simulate_from_prior.__doc__ = f"Data and truth drawn from the prior predictive of {spec_of(model).name}."
     return simulate_from_prior
-
-
-def posterior_draws(dt, names: list[str]) -> dict[str, np.ndarray]:
-    """Posterior draws of ``names`` from a DataTree, chains flattened: ``{name: (S, ...)}``."""
-    post = dt["posterior"]
-    return {n: np.asarray(post[n].values).reshape((-1,) + post[n].shape[2:]) for n in names if n in post}
-
-
-def predict_sites(model: Callable, dt, data: Any, sites: list[str], *, seed: int = 0,
-                  priors: Any = None) -> dict[str, np.ndarray]:
-    """``sites`` of ``model`` on ``data`` at each posterior draw of ``dt``.
-
-    Only latent sites are substituted (deterministic sites are recomputed
-    for ``data``), so ``data`` may hold other rows than the fitted data, as
-    long as per-group parameters line up (same ``curves`` / items).
-
-    Returns
-    -------
-    dict
-        ``{site: (S, ...)}`` with ``S`` = chains x draws.
-    """
-    latents = posterior_draws(dt, latent_sites(model, data, priors))
-    pred = Predictive(model, posterior_samples=latents, return_sites=list(sites))(
-        jax.random.PRNGKey(seed), spec_of(model).unobserve(data), priors)
-    return {k: np.asarray(v) for k, v in pred.items()}

@@ -31,7 +31,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import xarray as xr
 
 from psm_bayes.data import Episodes, PersonaSet, PSMData, SOURCES
 from psm_bayes.models import maths
@@ -45,6 +44,8 @@ DIMS: dict[str, list[str]] = {
     "p_item": ["item", "option"],
 }
 DETERMINISTIC: tuple[str, ...] = ("p_item",)
+OBSERVED: dict[str, str] = {"y": "episodes.option"}
+"""Observed site -> data field (rows aggregated by ``episodes.count``)."""
 LATENTS: tuple[str, ...] = ("prior_weights", "w", "beta_sft", "beta_icl", "authorial_bias")
 
 
@@ -79,82 +80,10 @@ class Priors:
             raise ValueError(f"priors.beta_loc: expected a finite number, got {self.beta_loc!r}")
 
 
-def unobserve(data: PSMData) -> PSMData:
-    """``data`` with the chosen options removed (prior / posterior predictive)."""
-    return data.replace(episodes=data.episodes.without_options())
 
 
-def observed_values(data: PSMData) -> dict[str, np.ndarray]:
-    """Observed arrays per site."""
-    return {} if data.episodes.option is None else {"y": data.episodes.option}
 
 
-def with_observed(data: PSMData, values: dict) -> PSMData:
-    """``data`` with the chosen options set to ``values["y"]`` (inverse of :func:`observed_values`)."""
-    ep = data.episodes
-    return data.replace(episodes=Episodes(ep.item, np.asarray(values["y"]), ep.source, ep.count))
-
-
-def _draws(dt, name: str) -> np.ndarray | None:
-    post = dt["posterior"]
-    if name not in post:
-        return None
-    return post[name].values.reshape((-1,) + post[name].shape[2:])
-
-
-def responsibilities(dt, data: PSMData) -> xr.DataArray:
-    """Posterior responsibilities ``p(persona | episode, data)``.
-
-    Averages ``w_k p(y_e | k) / sum_j w_j p(y_e | j)`` over posterior draws.
-
-    Parameters
-    ----------
-    dt : xarray.DataTree
-        A fit of :func:`persona_mixture` (posterior with ``w``, ``beta_*``).
-    data : PSMData
-        The data it was fitted to (options observed).
-
-    Returns
-    -------
-    xarray.DataArray
-        Dims ``(episode, persona)``; rows sum to one.
-    """
-    if data.episodes.option is None:
-        raise ValueError("data.episodes.option: responsibilities need observed options")
-    w, b_sft, b_icl, bias = (_draws(dt, n) for n in ("w", "beta_sft", "beta_icl", "authorial_bias"))
-    L = data.loglik.array
-    acc = np.zeros((len(data.episodes), data.n_personas))
-    for s in range(w.shape[0]):
-        lr = maths.episode_responsibilities(
-            maths.NUMPY, np.log(w[s]), L, data.item_index, data.episodes.source_index, data.episodes.option,
-            b_sft[s], b_icl[s], None if bias is None else bias[s], data.bias_direction)
-        acc += np.exp(lr)
-    return xr.DataArray(acc / w.shape[0], dims=("episode", "persona"),
-                        coords={"persona": list(data.loglik.personas)}, name="responsibility")
-
-
-def predictive(dt, data: PSMData, items: list[str] | None = None) -> xr.DataArray:
-    """Posterior predictive ``p(option | item) = sum_k w_k p(option | item, k)``.
-
-    Works for items outside the fitted data too: pass a ``data`` whose
-    ``loglik`` holds the held-out items (same personas).
-
-    Returns
-    -------
-    xarray.DataArray
-        Dims ``(sample, item, option)`` of predicted probabilities per draw.
-    """
-    w, bias = _draws(dt, "w"), _draws(dt, "authorial_bias")
-    L = data.loglik.values if items is None else data.loglik.values.sel(item=items)
-    d = data.bias_direction
-    if d is not None and items is not None:
-        d = d[[data.loglik.items.index(i) for i in items]]
-    out = np.stack([
-        np.exp(maths.assistant_log_probs(maths.NUMPY, np.log(w[s]), L.values, 1.0,
-                                         None if bias is None else bias[s], d))
-        for s in range(w.shape[0])])
-    return xr.DataArray(out, dims=("sample", "item", "option"),
-                        coords={"item": L.coords["item"].values}, name="p_item")
 
 
 def simulate(n_personas: int = 8, n_items: int = 60, n_options: int = 2, n_episodes: int = 500, *,

@@ -15,8 +15,8 @@ from psm_bayes.models.base import ModelSpec, psm_model
 _OPS = maths.jax_ops()
 
 
-@psm_model(ModelSpec(psm.NAME, "numpyro", ("y",), psm.DIMS, PSMData.coords, psm.unobserve, psm.observed_values,
-                     with_observed=psm.with_observed, deterministic=psm.DETERMINISTIC))
+@psm_model(ModelSpec(psm.NAME, "numpyro", psm.OBSERVED, psm.DIMS, PSMData.coords, deterministic=psm.DETERMINISTIC,
+                     units="episodes"))
 def persona_mixture(data: PSMData, priors: psm.Priors | None = None) -> None:
     """The persona-mixture model in NumPyro; see :mod:`psm_bayes.models.persona_mixture`."""
     priors = priors or psm.Priors()
@@ -38,6 +38,6 @@ def persona_mixture(data: PSMData, priors: psm.Priors | None = None) -> None:
     logits = maths.episode_logits(_OPS, log_w, L, jnp.asarray(data.item_index), jnp.asarray(ep.source_index),
                                   beta_sft, beta_icl, bias, d)
     obs = None if ep.option is None else jnp.asarray(ep.option)
-    with numpyro.plate("episode", len(ep)), handlers.scale(scale=jnp.asarray(ep.count)):
+    with numpyro.plate("episode", len(ep)), handlers.scale(scale=jnp.asarray(ep.count, dtype=float)):
         numpyro.sample("y", dist.Categorical(logits=logits), obs=obs)
     numpyro.deterministic("p_item", jnp.exp(maths.assistant_log_probs(_OPS, log_w, L, 1.0, bias, d)))

@@ -22,8 +22,8 @@ def _t(x) -> torch.Tensor:
     return torch.as_tensor(x, dtype=torch.float64)
 
 
-@psm_model(ModelSpec(psm.NAME, "pyro", ("y",), psm.DIMS, PSMData.coords, psm.unobserve, psm.observed_values,
-                     with_observed=psm.with_observed, deterministic=psm.DETERMINISTIC))
+@psm_model(ModelSpec(psm.NAME, "pyro", psm.OBSERVED, psm.DIMS, PSMData.coords, deterministic=psm.DETERMINISTIC,
+                     units="episodes"))
 def persona_mixture(data: PSMData, priors: psm.Priors | None = None) -> None:
     """The persona-mixture model in Pyro; see :mod:`psm_bayes.models.persona_mixture`."""
     priors = priors or psm.Priors()

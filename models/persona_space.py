@@ -16,10 +16,13 @@ Generative story (maths written once, below, for numpy, JAX and torch):
   item ``i`` with ``logit p(yes | i, z) = a_i + B_i . z`` (``a`` the
   ``intercepts``, ``B`` the per-item ``loadings``, both given by the data,
   e.g. from linear probes on hidden states);
-* ``y[e] ~ Bernoulli(logit = beta_{source[e]} * (a_i + B_i . z))`` in plate
+* ``y[e] ~ Bernoulli(logit = beta_{source[e]} * (a_i + B_i . z) + response_bias)`` in plate
   ``episode`` (tempering a Bernoulli by ``beta`` multiplies its logit by
   ``beta``: the same tempering as the persona-selection model);
-* ``p_item`` (deterministic, dims ``item``): ``p(yes | i, z)`` at ``beta = 1``.
+* ``response_bias ~ Normal(0, bias_scale)``: a Yes offset added to every
+  episode's logit (the answer-format bias, shared by all personas);
+* ``p_item`` (deterministic, dims ``item``): ``p(yes | i, z)`` at ``beta = 1``
+  with the response bias.
 
 Backends: :mod:`psm_bayes.models.persona_space_numpyro` and
 :mod:`psm_bayes.models.persona_space_pyro`, same site names.
@@ -31,13 +34,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from psm_bayes.data import DataError, Episodes, SOURCES, _check_finite, _fail
+from psm_bayes.data import Episodes, SOURCES
+from psm_bayes.validation import DataError, check_finite, fail
 from psm_bayes.models import maths
 from psm_bayes.models.design import Simulation, check_fractions, episode_design
 
 NAME = "persona_space"
 DIMS: dict[str, list[str]] = {"z": ["latent_dim"], "y": ["episode"], "p_item": ["item"]}
-LATENTS: tuple[str, ...] = ("z", "beta_sft", "beta_icl")
+LATENTS: tuple[str, ...] = ("z", "beta_sft", "beta_icl", "response_bias")
+OBSERVED: dict[str, str] = {"y": "episodes.option"}
+"""Observed site -> data field (rows aggregated by ``episodes.count``)."""
 
 
 # ---------------------------------------------------------------- shared maths
@@ -46,10 +52,11 @@ def item_logits(loadings, intercepts, z):
     return intercepts + loadings @ z
 
 
-def episode_logits(ops: maths.Ops, loadings, intercepts, z, item_index, source_index, beta_sft, beta_icl):
-    """Per-episode tempered logits ``beta_{source[e]} * (a_i + B_i . z)``, shape ``(episode,)``."""
+def episode_logits(ops: maths.Ops, loadings, intercepts, z, item_index, source_index, beta_sft, beta_icl,
+                   response_bias=0.0):
+    """Per-episode logits ``beta_{source[e]} * (a_i + B_i . z) + response_bias``, shape ``(episode,)``."""
     beta = ops.stack([beta_sft, beta_icl])[source_index]
-    return beta * item_logits(loadings, intercepts, z)[item_index]
+    return beta * item_logits(loadings, intercepts, z)[item_index] + response_bias
 
 
 # ---------------------------------------------------------------- data & priors
@@ -59,8 +66,8 @@ def _float_array(x, field_name: str, ndim: int) -> np.ndarray:
     except (TypeError, ValueError) as err:
         raise DataError(f"{field_name}: expected a numeric array ({err})") from None
     if arr.ndim != ndim:
-        _fail(field_name, f"expected a {ndim}-d array, got shape {arr.shape}")
-    _check_finite(arr, field_name)
+        fail(field_name, f"expected a {ndim}-d array, got shape {arr.shape}")
+    check_finite(arr, field_name)
     return arr
 
 
@@ -101,39 +108,39 @@ class PersonaSpaceData:
         B = _float_array(self.loadings, "loadings", 2)
         n_item, d = B.shape
         if n_item < 1 or d < 1:
-            _fail("loadings", f"expected at least one item and one dimension, got shape {B.shape}")
+            fail("loadings", f"expected at least one item and one dimension, got shape {B.shape}")
         a = _float_array(self.intercepts, "intercepts", 1)
         if a.shape != (n_item,):
-            _fail("intercepts", f"expected shape ({n_item},) (one per item), got {a.shape}")
+            fail("intercepts", f"expected shape ({n_item},) (one per item), got {a.shape}")
         mu = _float_array(self.prior_mean, "prior_mean", 1)
         if mu.shape != (d,):
-            _fail("prior_mean", f"expected shape ({d},) (one per latent dimension), got {mu.shape}")
+            fail("prior_mean", f"expected shape ({d},) (one per latent dimension), got {mu.shape}")
         cov = _float_array(self.prior_cov, "prior_cov", 2)
         if cov.shape != (d, d):
-            _fail("prior_cov", f"expected shape ({d}, {d}), got {cov.shape}")
+            fail("prior_cov", f"expected shape ({d}, {d}), got {cov.shape}")
         if not np.allclose(cov, cov.T, rtol=1e-8, atol=1e-10):
-            _fail("prior_cov", "expected a symmetric matrix")
+            fail("prior_cov", "expected a symmetric matrix")
         try:
             chol = np.linalg.cholesky(cov)
         except np.linalg.LinAlgError:
-            _fail("prior_cov", "expected a positive definite matrix (Cholesky failed)")
+            fail("prior_cov", "expected a positive definite matrix (Cholesky failed)")
         items = tuple(self.items) or tuple(f"i{i}" for i in range(n_item))
         if len(items) != n_item or not all(isinstance(x, str) for x in items):
-            _fail("items", f"expected {n_item} string ids (one per row of loadings), got {len(items)}")
+            fail("items", f"expected {n_item} string ids (one per row of loadings), got {len(items)}")
         if len(set(items)) != n_item:
-            _fail("items", "duplicate item id; ids must be unique")
+            fail("items", "duplicate item id; ids must be unique")
         names = tuple(self.latent_names) or tuple(f"pc{k + 1}" for k in range(d))
         if len(names) != d or len(set(names)) != d:
-            _fail("latent_names", f"expected {d} unique names (one per latent dimension), got {names!r}")
+            fail("latent_names", f"expected {d} unique names (one per latent dimension), got {names!r}")
         if not isinstance(self.episodes, Episodes):
-            _fail("episodes", f"expected an Episodes, got {type(self.episodes).__name__}")
+            fail("episodes", f"expected an Episodes, got {type(self.episodes).__name__}")
         lookup = {k: i for i, k in enumerate(items)}
         unknown = sorted({str(x) for x in self.episodes.item.tolist() if x not in lookup})
         if unknown:
-            _fail("episodes.item", f"unknown item id(s) {unknown[:5]}; expected ids from items")
+            fail("episodes.item", f"unknown item id(s) {unknown[:5]}; expected ids from items")
         opt = self.episodes.option
         if opt is not None and len(opt) and opt.max() > 1:
-            _fail("episodes.option", f"expected binary answers (0 = no, 1 = yes), found {int(opt.max())}")
+            fail("episodes.option", f"expected binary answers (0 = no, 1 = yes), found {int(opt.max())}")
         for name, value in (("loadings", B), ("intercepts", a), ("prior_mean", mu), ("prior_cov", cov),
                             ("items", items), ("latent_names", names), ("prior_chol", chol),
                             ("item_index", np.array([lookup[x] for x in self.episodes.item.tolist()],
@@ -148,7 +155,7 @@ class PersonaSpaceData:
         items = tuple(kw.pop("items", ())) or tuple(f"i{i}" for i in range(B.shape[0] if B.ndim == 2 else 0))
         idx = np.asarray(item_index)
         if idx.ndim != 1 or (idx.size and (idx.dtype.kind not in "iu" or idx.min() < 0 or idx.max() >= len(items))):
-            _fail("item_index", f"expected 1-d integer indices in [0, {len(items)})")
+            fail("item_index", f"expected 1-d integer indices in [0, {len(items)})")
         ids = np.array(items, dtype=object)[idx] if idx.size else np.array([], dtype=object)
         return cls(loadings, intercepts, prior_mean, prior_cov, Episodes(ids, option, source, count), items=items,
                    **kw)
@@ -186,14 +193,17 @@ class PersonaSpacePriors:
         ``prior_scale**2``); 1 uses the data's prior as is.
     beta_loc, beta_scale : float
         LogNormal prior of ``beta_sft`` and ``beta_icl``.
+    bias_scale : float
+        Normal prior scale of ``response_bias``.
     """
 
     prior_scale: float = 1.0
     beta_loc: float = 0.0
     beta_scale: float = 0.5
+    bias_scale: float = 1.0
 
     def __post_init__(self) -> None:
-        for name in ("prior_scale", "beta_scale"):
+        for name in ("prior_scale", "beta_scale", "bias_scale"):
             v = getattr(self, name)
             if not (np.isfinite(v) and v > 0):
                 raise ValueError(f"priors.{name}: expected a positive finite number, got {v!r}")
@@ -201,20 +211,10 @@ class PersonaSpacePriors:
             raise ValueError(f"priors.beta_loc: expected a finite number, got {self.beta_loc!r}")
 
 
-def unobserve(data: PersonaSpaceData) -> PersonaSpaceData:
-    """``data`` with the answers removed (prior / posterior predictive)."""
-    return data.replace(episodes=data.episodes.without_options())
 
 
-def observed_values(data: PersonaSpaceData) -> dict[str, np.ndarray]:
-    """Observed arrays per site."""
-    return {} if data.episodes.option is None else {"y": data.episodes.option}
 
 
-def with_observed(data: PersonaSpaceData, values: dict) -> PersonaSpaceData:
-    """``data`` with the answers set to ``values["y"]`` (inverse of :func:`observed_values`)."""
-    ep = data.episodes
-    return data.replace(episodes=Episodes(ep.item, np.asarray(values["y"]).astype(np.int64), ep.source, ep.count))
 
 
 # ---------------------------------------------------------------- PCA prior
@@ -296,7 +296,7 @@ def persona_space_prior_from_embeddings(embeddings, n_components: int = 2, *, as
     X = np.asarray(embeddings, dtype=float)
     if X.ndim != 2:
         raise DataError(f"embeddings: expected a 2-d array (persona, hidden), got shape {X.shape}")
-    _check_finite(X, "embeddings")
+    check_finite(X, "embeddings")
     n, h = X.shape
     if not 1 <= n_components <= min(n - 1, h):
         raise DataError(f"n_components: expected 1 <= d <= min(n_personas - 1, hidden) = {min(n - 1, h)}, "
@@ -334,7 +334,7 @@ def simulate(n_items: int = 20, n_dims: int = 2, n_episodes: int = 200, *, seed:
     Returns
     -------
     psm_bayes.models.design.Simulation
-        ``data``, ``truth`` (``z``, ``beta_sft``, ``beta_icl``, ``p_item``)
+        ``data``, ``truth`` (``z``, ``beta_sft``, ``beta_icl``, ``response_bias``, ``p_item``)
         and the held-out items (no episodes).
     """
     check_fractions(icl_fraction, heldout_fraction)
@@ -349,11 +349,12 @@ def simulate(n_items: int = 20, n_dims: int = 2, n_episodes: int = 200, *, seed:
     z = np.asarray(fixed.get("z", mu + priors.prior_scale * np.linalg.cholesky(cov) @ rng.normal(size=n_dims)))
     beta = [float(fixed.get(f"beta_{s}", rng.lognormal(priors.beta_loc, priors.beta_scale))) for s in SOURCES]
     held, item_idx, source_idx = episode_design(rng, n_items, n_episodes, icl_fraction, heldout_fraction)
-    eta = episode_logits(maths.NUMPY, B, a, z, item_idx, source_idx, beta[0], beta[1])
+    bias = float(fixed.get("response_bias", rng.normal(0.0, priors.bias_scale)))
+    eta = episode_logits(maths.NUMPY, B, a, z, item_idx, source_idx, beta[0], beta[1], bias)
     y = (rng.random(n_episodes) < 1.0 / (1.0 + np.exp(-eta))).astype(np.int64)
     data = PersonaSpaceData.from_arrays(B, a, mu, cov, item_idx, y, np.array(SOURCES, dtype=object)[source_idx])
-    true = {"z": z, "beta_sft": beta[0], "beta_icl": beta[1],
-            "p_item": 1.0 / (1.0 + np.exp(-item_logits(B, a, z)))}
+    true = {"z": z, "beta_sft": beta[0], "beta_icl": beta[1], "response_bias": bias,
+            "p_item": 1.0 / (1.0 + np.exp(-(item_logits(B, a, z) + bias)))}
     return Simulation(data, true, tuple(data.items[i] for i in held))
 
 
@@ -363,12 +364,6 @@ def simulate_data(priors: PersonaSpacePriors | None = None, *, seed: int, **size
     return sim.data, sim.truth
 
 
-def posterior_z(dt) -> np.ndarray:
-    """Posterior draws of ``z`` flattened over chains, shape ``(sample, dim)``."""
-    z = dt["posterior"]["z"].values
-    return z.reshape((-1,) + z.shape[2:])
-
-
 __all__ = ["NAME", "DIMS", "LATENTS", "PersonaSpaceData", "PersonaSpacePriors", "PersonaSpacePrior",
-           "persona_space_prior_from_embeddings", "simulate", "simulate_data", "item_logits", "episode_logits",
-           "unobserve", "observed_values", "with_observed", "posterior_z"]
+           "persona_space_prior_from_embeddings", "simulate", "item_logits", "episode_logits",
+           "simulate_data"]

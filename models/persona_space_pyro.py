@@ -21,8 +21,7 @@ def _t(x) -> torch.Tensor:
     return torch.as_tensor(x, dtype=torch.float64)
 
 
-@psm_model(ModelSpec(ps.NAME, "pyro", ("y",), ps.DIMS, ps.PersonaSpaceData.coords, ps.unobserve,
-                     ps.observed_values, with_observed=ps.with_observed))
+@psm_model(ModelSpec(ps.NAME, "pyro", ps.OBSERVED, ps.DIMS, ps.PersonaSpaceData.coords, units="episodes"))
 def persona_space(data: ps.PersonaSpaceData, priors: ps.PersonaSpacePriors | None = None) -> None:
     """The persona-space model in Pyro; see :mod:`psm_bayes.models.persona_space`."""
     priors = priors or ps.PersonaSpacePriors()
@@ -31,10 +30,11 @@ def persona_space(data: ps.PersonaSpaceData, priors: ps.PersonaSpacePriors | Non
                                                  scale_tril=priors.prior_scale * _t(data.prior_chol)))
     beta_sft = pyro.sample("beta_sft", dist.LogNormal(_t(priors.beta_loc), _t(priors.beta_scale)))
     beta_icl = pyro.sample("beta_icl", dist.LogNormal(_t(priors.beta_loc), _t(priors.beta_scale)))
+    bias = pyro.sample("response_bias", dist.Normal(_t(0.0), _t(priors.bias_scale)))
     ep = data.episodes
     logits = ps.episode_logits(_OPS, B, a, z, torch.as_tensor(data.item_index), torch.as_tensor(ep.source_index),
-                               beta_sft, beta_icl)
+                               beta_sft, beta_icl, bias)
     obs = None if ep.option is None else _t(ep.option)
     with pyro.plate("episode", len(ep)), poutine.scale(scale=_t(ep.count)):
         pyro.sample("y", dist.Bernoulli(logits=logits), obs=obs)
-    pyro.deterministic("p_item", torch.sigmoid(ps.item_logits(B, a, z)))
+    pyro.deterministic("p_item", torch.sigmoid(ps.item_logits(B, a, z) + bias))

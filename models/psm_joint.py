@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from psm_bayes.data import _fail
+from psm_bayes.validation import fail
 from psm_bayes.models import icl_curves, sft_shift
 from psm_bayes.models.icl_curves import ICLData, ICLPriors
 from psm_bayes.models.sft_shift import SFTPriors, SFTShiftData
@@ -41,17 +41,17 @@ class JointData:
 
     def __post_init__(self) -> None:
         if not isinstance(self.icl, ICLData):
-            _fail("icl", f"expected an ICLData, got {type(self.icl).__name__}")
+            fail("icl", f"expected an ICLData, got {type(self.icl).__name__}")
         if not isinstance(self.sft, SFTShiftData):
-            _fail("sft", f"expected an SFTShiftData, got {type(self.sft).__name__}")
+            fail("sft", f"expected an SFTShiftData, got {type(self.sft).__name__}")
         icl_curves.require_psm(self.icl, "psm_joint")
         if self.icl.personas != self.sft.personas:
-            _fail("sft.personas", f"expected the same persona ids as icl.personas, got {self.sft.personas} "
+            fail("sft.personas", f"expected the same persona ids as icl.personas, got {self.sft.personas} "
                   f"vs {self.icl.personas}")
         if self.icl.n_options != self.sft.n_options:
-            _fail("sft.target_loglik", f"expected {self.icl.n_options} options like icl, got {self.sft.n_options}")
+            fail("sft.target_loglik", f"expected {self.icl.n_options} options like icl, got {self.sft.n_options}")
         if not np.allclose(self.icl.prior_weights, self.sft.prior_weights, rtol=0, atol=1e-9):
-            _fail("sft.prior_weights", "expected the same prior over personas as icl.prior_weights")
+            fail("sft.prior_weights", "expected the same prior over personas as icl.prior_weights")
 
     @property
     def prior_weights(self) -> np.ndarray:
@@ -67,19 +67,10 @@ class JointData:
         return JointData(**kw)
 
 
-def unobserve(data: JointData) -> JointData:
-    """Both parts without observations."""
-    return JointData(icl_curves.unobserve(data.icl), sft_shift.unobserve(data.sft))
 
 
-def observed_values(data: JointData) -> dict[str, np.ndarray]:
-    """Observed arrays per site (``nll`` and/or ``shift``)."""
-    return {**icl_curves.observed_values(data.icl), **sft_shift.observed_values(data.sft)}
 
 
-def with_observed(data: JointData, values) -> JointData:
-    """Both parts with ``values["nll"]`` and ``values["shift"]``."""
-    return JointData(icl_curves.with_observed(data.icl, values), sft_shift.with_observed(data.sft, values))
 
 
 @dataclass(frozen=True)
@@ -110,38 +101,3 @@ def make_joint_design(seed: int = 0, n_personas: int = 4, n_items: int = 20, n_c
     icl, _ = icl_curves.make_icl_design(n_personas, n_items, n_curves, n_values, seed=seed, prior_weights=pi)
     sft, _ = sft_shift.make_sft_design(n_personas, n_items, n_train, seed=seed, prior_weights=pi)
     return JointData(icl, sft)
-
-
-def beta_contrast(dt, prob: float = 0.9):
-    """Posterior of the evidence strengths and the shared bias from one ``psm_joint`` fit.
-
-    ``beta_sft`` and ``beta_icl`` both temper a log-likelihood in nats (summed
-    over training episodes or over shots), so their ratio compares how much
-    one nat of fine-tuning evidence and one nat of in-context evidence move
-    the persona weights.
-
-    Parameters
-    ----------
-    dt : xarray.DataTree
-        A fit of ``psm_joint``.
-    prob : float
-        Equal-tailed interval mass.
-
-    Returns
-    -------
-    pandas.DataFrame
-        Rows ``beta_icl``, ``beta_sft``, ``authorial_bias``,
-        ``log_beta_ratio`` (``log(beta_sft / beta_icl)``); columns ``mean``,
-        ``sd``, ``lo``, ``hi``; ``attrs["p_sft_stronger"] = P(beta_sft >
-        beta_icl)``.
-    """
-    import pandas as pd
-
-    post = dt["posterior"]
-    x = {n: np.asarray(post[n].values).ravel() for n in ("beta_icl", "beta_sft", "authorial_bias")}
-    x["log_beta_ratio"] = np.log(x["beta_sft"]) - np.log(x["beta_icl"])
-    q = [(1 - prob) / 2, (1 + prob) / 2]
-    table = pd.DataFrame({n: {"mean": v.mean(), "sd": v.std(), "lo": np.quantile(v, q[0]), "hi": np.quantile(v, q[1])}
-                          for n, v in x.items()}).T
-    table.attrs["p_sft_stronger"] = float(np.mean(x["beta_sft"] > x["beta_icl"]))
-    return table

@@ -13,8 +13,7 @@ from psm_bayes.models.psm_joint import JointData, JointPriors
 from psm_bayes.models.sft_shift_numpyro import observe_shift, psm_sft_mean
 
 
-@psm_model(ModelSpec("psm_joint", "numpyro", ("nll", "shift"), joint.DIMS, JointData.coords, joint.unobserve,
-                     joint.observed_values, with_observed=joint.with_observed))
+@psm_model(ModelSpec("psm_joint", "numpyro", {"nll": "icl.nll", "shift": "sft.shift"}, joint.DIMS, JointData.coords))
 def psm_joint(data: JointData, priors: JointPriors | None = None) -> None:
     """``psm_icl`` and ``psm_sft`` with a shared ``authorial_bias`` and prior ``pi``.
 

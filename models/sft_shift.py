@@ -25,19 +25,19 @@ record the deterministic ``shift_mean``):
   through the curvature of the logit (it is weakly identified from SFT
   alone; the joint model shares it with the ICL curves).
 * ``null_sft`` -- no persona-level generalisation: ``shift_mean_i = delta *
-  trained_i + c`` (only items in the training set move, plus a global
-  offset).
+  trained_i + c + response_bias * s_i`` (only items in the training set move,
+  plus a global offset and a change of the Yes offset, ``s_i = +1`` where the
+  matching answer is Yes, else ``-1``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
 import numpy as np
-import pandas as pd
 
-from psm_bayes.data import _as_str_tuple, _check_finite, _check_unique, _fail
-from psm_bayes.models.icl_curves import (check_logprob, check_option, check_personas, check_prior_weights,
-                                         yes_direction)
+from psm_bayes.models.icl_curves import yes_direction
+from psm_bayes.validation import (as_str_tuple, check_finite, check_logprob, check_option, check_personas,
+                                  check_prior_weights, check_unique, fail)
 from psm_bayes.models.maths import Ops
 
 DIMS: dict[str, list[str]] = {
@@ -88,32 +88,32 @@ class SFTShiftData:
     def __post_init__(self) -> None:
         for name in ("item", "trait"):
             if isinstance(getattr(self, name), str):
-                _fail(name, "expected a sequence of ids, got one str")
-        item = tuple(str(x) for x in _as_str_tuple(list(self.item), "item"))
+                fail(name, "expected a sequence of ids, got one str")
+        item = tuple(str(x) for x in as_str_tuple(list(self.item), "item"))
         if not item:
-            _fail("item", "expected at least one item")
-        _check_unique(item, "item")
+            fail("item", "expected at least one item")
+        check_unique(item, "item")
         n = len(item)
-        trait = tuple(str(x) for x in _as_str_tuple(list(self.trait), "trait"))
+        trait = tuple(str(x) for x in as_str_tuple(list(self.trait), "trait"))
         if len(trait) != n:
-            _fail("trait", f"expected {n} labels (one per item), got {len(trait)}")
+            fail("trait", f"expected {n} labels (one per item), got {len(trait)}")
         tl = np.asarray(self.target_loglik, dtype=float)
         if tl.ndim != 3 or tl.shape[0] != n or tl.shape[1] < 1 or tl.shape[2] < 2:
-            _fail("target_loglik", f"expected shape ({n}, persona, option>=2), got {tl.shape}")
+            fail("target_loglik", f"expected shape ({n}, persona, option>=2), got {tl.shape}")
         _, K, O = tl.shape
         tl = check_logprob(tl, (n, K, O), "target_loglik", "item, persona, option")
         trained = np.asarray(self.trained)
         if trained.shape != (n,):
-            _fail("trained", f"expected shape ({n},) (one per item), got {trained.shape}")
+            fail("trained", f"expected shape ({n},) (one per item), got {trained.shape}")
         if trained.dtype.kind != "b":
             if trained.dtype.kind not in "iuf" or not np.isin(trained, (0, 1)).all():
-                _fail("trained", f"expected booleans, got dtype {trained.dtype}")
+                fail("trained", f"expected booleans, got dtype {trained.dtype}")
         shift = self.shift
         if shift is not None:
             shift = np.asarray(shift, dtype=float)
             if shift.shape != (n,):
-                _fail("shift", f"expected shape ({n},) (one per item), got {shift.shape}")
-            _check_finite(shift, "shift")
+                fail("shift", f"expected shape ({n},) (one per item), got {shift.shape}")
+            check_finite(shift, "shift")
         object.__setattr__(self, "item", item)
         object.__setattr__(self, "trait", trait)
         object.__setattr__(self, "target_loglik", tl)
@@ -146,19 +146,10 @@ class SFTShiftData:
         return SFTShiftData(**kw)
 
 
-def unobserve(data: SFTShiftData) -> SFTShiftData:
-    """``data`` without ``shift`` (prior / posterior predictive)."""
-    return data.replace(shift=None)
 
 
-def observed_values(data: SFTShiftData) -> dict[str, np.ndarray]:
-    """Observed arrays per site."""
-    return {} if data.shift is None else {"shift": data.shift}
 
 
-def with_observed(data: SFTShiftData, values) -> SFTShiftData:
-    """``data`` with ``shift`` set to ``values["shift"]``."""
-    return data.replace(shift=np.asarray(values["shift"], dtype=float))
 
 
 @dataclass(frozen=True)
@@ -170,7 +161,8 @@ class SFTPriors:
     beta_loc, beta_scale : float
         ``beta_sft ~ LogNormal(beta_loc, beta_scale)`` (psm_sft).
     bias_scale : float
-        ``authorial_bias ~ Normal(0, bias_scale)`` (psm_sft).
+        ``authorial_bias ~ Normal(0, bias_scale)`` (psm_sft),
+        ``response_bias ~ Normal(0, bias_scale)`` (null_sft).
     sigma_scale : float
         ``sigma ~ HalfNormal(sigma_scale)``.
     delta_scale, offset_scale : float
@@ -249,68 +241,3 @@ def make_sft_design(n_personas: int = 6, n_items: int = 40, n_train: int = 12, *
                         target_loglik=L[:, probes, :].transpose(1, 0, 2), target_option=answers[probes],
                         train_loglik=train_ll, trained=trained, prior_weights=pi / pi.sum())
     return data, {"loglik": L}
-
-
-# ---------------------------------------------------------------- posterior summaries
-def _flat(dt, group: str, name: str) -> np.ndarray:
-    if group not in dt or name not in dt[group]:
-        raise KeyError(f"dt: no {name!r} in group {group!r}; fit with predictive=True")
-    v = dt[group][name]
-    return np.asarray(v.values).reshape((-1,) + v.shape[2:])
-
-
-def predicted_vs_observed(dt, data: SFTShiftData, prob: float = 0.9, site: str = "shift") -> pd.DataFrame:
-    """Per item: observed shift, posterior mean prediction and central intervals.
-
-    Parameters
-    ----------
-    dt : xarray.DataTree
-        A fit of an SFT model (or the joint model) with ``shift_mean`` in the
-        posterior and ``shift`` in the posterior predictive.
-    data : SFTShiftData
-        The data fitted (``shift`` observed).
-    prob : float
-        Interval mass (default 0.9, equal-tailed).
-    site : str
-        Observed site name (``"shift"``).
-
-    Returns
-    -------
-    pandas.DataFrame
-        Indexed by item: ``trait``, ``trained``, ``observed``, ``predicted``
-        (posterior mean of ``shift_mean``), ``mean_lo``/``mean_hi``
-        (interval of ``shift_mean``), ``pred_lo``/``pred_hi`` (interval of
-        the posterior predictive, noise included).
-    """
-    if data.shift is None:
-        _fail("shift", "expected observed shifts to compare with")
-    q = [(1 - prob) / 2, (1 + prob) / 2]
-    mean = _flat(dt, "posterior", f"{site}_mean")
-    rep = _flat(dt, "posterior_predictive", site)
-    mq, rq = np.quantile(mean, q, axis=0), np.quantile(rep, q, axis=0)
-    return pd.DataFrame({"trait": data.trait, "trained": data.trained, "observed": data.shift,
-                         "predicted": mean.mean(0), "mean_lo": mq[0], "mean_hi": mq[1],
-                         "pred_lo": rq[0], "pred_hi": rq[1]}, index=pd.Index(data.item, name="item"))
-
-
-def shift_correlation(dt, data: SFTShiftData, prob: float = 0.9) -> tuple[float, tuple[float, float]]:
-    """Pearson correlation of predicted and observed shifts, over posterior draws.
-
-    For each draw ``s``, ``r_s = corr(shift_mean[s, :], observed)``.
-
-    Returns
-    -------
-    (float, (float, float))
-        Posterior mean of ``r`` and its equal-tailed ``prob`` interval.
-    """
-    if data.shift is None:
-        _fail("shift", "expected observed shifts to correlate with")
-    mean = _flat(dt, "posterior", "shift_mean")
-    obs = data.shift - data.shift.mean()
-    dev = mean - mean.mean(1, keepdims=True)
-    denom = np.sqrt((dev ** 2).sum(1) * (obs ** 2).sum())
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = (dev @ obs) / denom
-    lo, hi = np.nanquantile(r, [(1 - prob) / 2, (1 + prob) / 2])
-    return float(np.nanmean(r)), (float(lo), float(hi))
-

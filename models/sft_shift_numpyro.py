@@ -16,14 +16,14 @@ from psm_bayes.models import maths
 from psm_bayes.models import sft_shift as sft
 from psm_bayes.models.base import ModelSpec, psm_model
 from psm_bayes.models.numpyro_predict import design_simulator
+from psm_bayes.models.icl_curves import yes_sign
 from psm_bayes.models.sft_shift import SFTPriors, SFTShiftData
 
 _OPS = maths.jax_ops()
 
 
 def _spec(name: str) -> ModelSpec:
-    return ModelSpec(name, "numpyro", ("shift",), sft.DIMS, SFTShiftData.coords, sft.unobserve, sft.observed_values,
-                     with_observed=sft.with_observed)
+    return ModelSpec(name, "numpyro", {"shift": "shift"}, sft.DIMS, SFTShiftData.coords)
 
 
 def observe_shift(data: SFTShiftData, mean, sigma, site: str = "shift") -> None:
@@ -60,15 +60,20 @@ def psm_sft(data: SFTShiftData, priors: SFTPriors | None = None) -> None:
 
 @psm_model(_spec("null_sft"))
 def null_sft(data: SFTShiftData, priors: SFTPriors | None = None) -> None:
-    """No persona-level generalisation: ``shift_mean_i = delta * trained_i + c``.
+    """No persona-level generalisation: ``shift_mean_i = delta * trained_i + c + response_bias * s_i``.
 
-    Sites ``delta ~ Normal``, ``c ~ Normal``, ``sigma ~ HalfNormal``, ``shift``.
+    ``s_i = +1`` where item ``i``'s matching answer is Yes, ``-1`` otherwise,
+    so ``response_bias`` is a change of the Yes/No offset caused by SFT.
+    Sites ``delta ~ Normal``, ``c ~ Normal``, ``response_bias ~ Normal(0,
+    bias_scale)``, ``sigma ~ HalfNormal``, ``shift``.
     """
     priors = priors or SFTPriors()
     delta = numpyro.sample("delta", dist.Normal(0.0, priors.delta_scale))
     c = numpyro.sample("c", dist.Normal(0.0, priors.offset_scale))
+    bias = numpyro.sample("response_bias", dist.Normal(0.0, priors.bias_scale))
     sigma = numpyro.sample("sigma", dist.HalfNormal(priors.sigma_scale))
-    observe_shift(data, delta * jnp.asarray(data.trained, dtype=float) + c, sigma)
+    sign = jnp.asarray(yes_sign(data.target_option))
+    observe_shift(data, delta * jnp.asarray(data.trained, dtype=float) + c + bias * sign, sigma)
 
 
 SFT_MODELS: dict[str, Callable] = {m.spec.name: m for m in (psm_sft, null_sft)}

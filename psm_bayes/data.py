@@ -24,59 +24,11 @@ from typing import Sequence
 import numpy as np
 import xarray as xr
 
+from psm_bayes.validation import (DataError, as_str_tuple, check_finite, check_int_array, check_unique,
+                                  fail)
+
 SOURCES: tuple[str, ...] = ("sft", "icl")
 """Episode sources, in the order of ``Episodes.source_index``."""
-
-
-class DataError(ValueError):
-    """Invalid input data; the message names the field and what was expected."""
-
-
-def _fail(field_name: str, msg: str) -> None:
-    raise DataError(f"{field_name}: {msg}")
-
-
-def _as_str_tuple(values: Sequence[str], field_name: str) -> tuple[str, ...]:
-    out = tuple(values)
-    for i, v in enumerate(out):
-        if not isinstance(v, str):
-            _fail(f"{field_name}[{i}]", f"expected str, got {type(v).__name__}")
-    return out
-
-
-def _check_unique(values: Sequence[str], field_name: str) -> None:
-    seen: set[str] = set()
-    for v in values:
-        if v in seen:
-            _fail(field_name, f"duplicate id {v!r}; ids must be unique")
-        seen.add(v)
-
-
-def _check_finite(arr: np.ndarray, field_name: str) -> None:
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        idx = tuple(int(i) for i in np.argwhere(bad)[0])
-        _fail(field_name, f"expected finite values, found {arr[idx]!r} at index {idx} ({int(bad.sum())} non-finite)")
-
-
-def check_int_array(values, field_name: str, n: int, what: str = "option indices",
-                    match: str = "") -> np.ndarray:
-    """Validate a shape ``(n,)`` array of non-negative integers (integral floats allowed) as int64.
-
-    ``what`` names the values in messages; ``match`` the field whose length ``n`` is.
-    """
-    a = np.asarray(values)
-    if a.shape != (n,):
-        _fail(field_name, f"expected shape ({n},){f' to match {match}' if match else ''}, got {a.shape}")
-    if a.dtype.kind == "f":
-        _check_finite(a, field_name)
-        if not np.all(a == np.round(a)):
-            _fail(field_name, f"expected integer {what}")
-    elif a.dtype.kind not in "iu":
-        _fail(field_name, f"expected integer {what}, got dtype {a.dtype}")
-    if n and a.min() < 0:
-        _fail(field_name, f"expected {what} >= 0, found {int(a.min())}")
-    return a.astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -98,15 +50,15 @@ class PersonaSet:
     descriptions: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        ids = _as_str_tuple(self.ids, "personas.ids")
+        ids = as_str_tuple(self.ids, "personas.ids")
         if not ids:
-            _fail("personas.ids", "expected at least one persona")
-        _check_unique(ids, "personas.ids")
-        names = _as_str_tuple(self.names, "personas.names") or ids
-        descs = _as_str_tuple(self.descriptions, "personas.descriptions") or ("",) * len(ids)
+            fail("personas.ids", "expected at least one persona")
+        check_unique(ids, "personas.ids")
+        names = as_str_tuple(self.names, "personas.names") or ids
+        descs = as_str_tuple(self.descriptions, "personas.descriptions") or ("",) * len(ids)
         for fname, vals in (("personas.names", names), ("personas.descriptions", descs)):
             if len(vals) != len(ids):
-                _fail(fname, f"expected {len(ids)} entries (one per id), got {len(vals)}")
+                fail(fname, f"expected {len(ids)} entries (one per id), got {len(vals)}")
         object.__setattr__(self, "ids", ids)
         object.__setattr__(self, "names", names)
         object.__setattr__(self, "descriptions", descs)
@@ -134,24 +86,24 @@ class ItemSet:
     options: tuple[tuple[str, ...], ...]
 
     def __post_init__(self) -> None:
-        ids = _as_str_tuple(self.ids, "items.ids")
+        ids = as_str_tuple(self.ids, "items.ids")
         if not ids:
-            _fail("items.ids", "expected at least one item")
-        _check_unique(ids, "items.ids")
-        prompts = _as_str_tuple(self.prompts, "items.prompts")
+            fail("items.ids", "expected at least one item")
+        check_unique(ids, "items.ids")
+        prompts = as_str_tuple(self.prompts, "items.prompts")
         if len(prompts) != len(ids):
-            _fail("items.prompts", f"expected {len(ids)} prompts (one per id), got {len(prompts)}")
-        options = tuple(_as_str_tuple(o, f"items.options[{i}]") for i, o in enumerate(self.options))
+            fail("items.prompts", f"expected {len(ids)} prompts (one per id), got {len(prompts)}")
+        options = tuple(as_str_tuple(o, f"items.options[{i}]") for i, o in enumerate(self.options))
         if len(options) != len(ids):
-            _fail("items.options", f"expected {len(ids)} option lists (one per id), got {len(options)}")
+            fail("items.options", f"expected {len(ids)} option lists (one per id), got {len(options)}")
         n_opt = len(options[0])
         for i, o in enumerate(options):
             if len(o) != n_opt:
-                _fail(f"items.options[{i}]", f"expected {n_opt} options like item 0, got {len(o)}")
+                fail(f"items.options[{i}]", f"expected {n_opt} options like item 0, got {len(o)}")
             if len(o) < 2:
-                _fail(f"items.options[{i}]", "expected at least 2 options")
+                fail(f"items.options[{i}]", "expected at least 2 options")
             if len(set(o)) != len(o):
-                _fail(f"items.options[{i}]", f"duplicate option text in {o!r}")
+                fail(f"items.options[{i}]", f"duplicate option text in {o!r}")
         object.__setattr__(self, "ids", ids)
         object.__setattr__(self, "prompts", prompts)
         object.__setattr__(self, "options", options)
@@ -182,20 +134,20 @@ class LogLikTable:
     def __post_init__(self) -> None:
         v = self.values
         if not isinstance(v, xr.DataArray):
-            _fail("loglik", f"expected an xarray.DataArray, got {type(v).__name__}")
+            fail("loglik", f"expected an xarray.DataArray, got {type(v).__name__}")
         if tuple(v.dims) != ("persona", "item", "option"):
-            _fail("loglik", f"expected dims ('persona', 'item', 'option'), got {tuple(v.dims)}")
+            fail("loglik", f"expected dims ('persona', 'item', 'option'), got {tuple(v.dims)}")
         if min(v.shape) < 1 or v.sizes["option"] < 2:
-            _fail("loglik", f"expected >=1 persona, >=1 item and >=2 options, got shape {dict(v.sizes)}")
+            fail("loglik", f"expected >=1 persona, >=1 item and >=2 options, got shape {dict(v.sizes)}")
         for dim in ("persona", "item"):
             if dim not in v.coords:
-                _fail(f"loglik.{dim}", "expected a coordinate of string ids")
-            _check_unique([str(c) for c in v.coords[dim].values], f"loglik.{dim}")
+                fail(f"loglik.{dim}", "expected a coordinate of string ids")
+            check_unique([str(c) for c in v.coords[dim].values], f"loglik.{dim}")
         arr = np.asarray(v.values, dtype=float)
-        _check_finite(arr, "loglik")
+        check_finite(arr, "loglik")
         if (arr > 1e-6).any():
             idx = tuple(int(i) for i in np.argwhere(arr > 1e-6)[0])
-            _fail("loglik", f"log-probabilities must be <= 0, found {arr[idx]:.4g} at index {idx}")
+            fail("loglik", f"log-probabilities must be <= 0, found {arr[idx]:.4g} at index {idx}")
         coords = {
             "persona": [str(c) for c in v.coords["persona"].values],
             "item": [str(c) for c in v.coords["item"].values],
@@ -209,9 +161,9 @@ class LogLikTable:
         """Build from a ``(persona, item, option)`` numpy array and id lists."""
         arr = np.asarray(values, dtype=float)
         if arr.ndim != 3:
-            _fail("loglik", f"expected a 3-d array (persona, item, option), got shape {arr.shape}")
+            fail("loglik", f"expected a 3-d array (persona, item, option), got shape {arr.shape}")
         if arr.shape[:2] != (len(personas), len(items)):
-            _fail("loglik", f"shape {arr.shape} does not match {len(personas)} personas x {len(items)} items")
+            fail("loglik", f"shape {arr.shape} does not match {len(personas)} personas x {len(items)} items")
         return cls(xr.DataArray(arr, dims=("persona", "item", "option"),
                                 coords={"persona": list(personas), "item": list(items)}))
 
@@ -242,9 +194,11 @@ class Episodes:
     source : array of str, optional
         ``"sft"`` (post-training) or ``"icl"`` (in-context) per episode;
         default all ``"sft"``.
-    count : array of float, optional
-        Positive weight of each episode (identical episodes aggregated);
-        default 1.
+    count : array of int, optional
+        Number of identical episodes each row stands for (a positive
+        integer; rows aggregate identical episodes); default 1. Models score
+        a row as ``count`` episodes, and LOO and predictive draws use one
+        row per episode (:meth:`expand`).
     """
 
     item: np.ndarray
@@ -255,9 +209,9 @@ class Episodes:
     def __post_init__(self) -> None:
         item = np.asarray(self.item)
         if item.ndim != 1:
-            _fail("episodes.item", f"expected a 1-d array of item ids, got shape {item.shape}")
+            fail("episodes.item", f"expected a 1-d array of item ids, got shape {item.shape}")
         if item.size and not all(isinstance(x, str) for x in item.tolist()):
-            _fail("episodes.item", "expected string item ids")
+            fail("episodes.item", "expected string item ids")
         item = item.astype(object)
         n = item.shape[0]
         option = self.option
@@ -265,16 +219,14 @@ class Episodes:
             option = check_int_array(option, "episodes.option", n, match="episodes.item")
         source = np.full(n, "sft", dtype=object) if self.source is None else np.asarray(self.source, dtype=object)
         if source.shape != (n,):
-            _fail("episodes.source", f"expected shape ({n},), got {source.shape}")
+            fail("episodes.source", f"expected shape ({n},), got {source.shape}")
         bad = [s for s in set(source.tolist()) if s not in SOURCES]
         if bad:
-            _fail("episodes.source", f"unknown source(s) {sorted(map(str, bad))}; expected one of {SOURCES}")
-        count = np.ones(n) if self.count is None else np.asarray(self.count, dtype=float)
-        if count.shape != (n,):
-            _fail("episodes.count", f"expected shape ({n},), got {count.shape}")
-        _check_finite(count, "episodes.count")
-        if (count <= 0).any():
-            _fail("episodes.count", "expected positive counts")
+            fail("episodes.source", f"unknown source(s) {sorted(map(str, bad))}; expected one of {SOURCES}")
+        count = np.ones(n, dtype=np.int64) if self.count is None else check_int_array(
+            self.count, "episodes.count", n, what="episode counts", match="episodes.item")
+        if (count < 1).any():
+            fail("episodes.count", f"expected positive integer counts (episodes per row), found {int(count.min())}")
         object.__setattr__(self, "item", item)
         object.__setattr__(self, "option", option)
         object.__setattr__(self, "source", source)
@@ -287,6 +239,16 @@ class Episodes:
     def source_index(self) -> np.ndarray:
         """Integer source codes (index into :data:`SOURCES`)."""
         return np.array([SOURCES.index(s) for s in self.source], dtype=np.int64)
+
+    @property
+    def is_expanded(self) -> bool:
+        """Whether every row is one episode (all counts 1)."""
+        return bool((self.count == 1).all())
+
+    def expand(self) -> "Episodes":
+        """One row per episode: each row repeated ``count`` times, counts 1."""
+        idx = np.repeat(np.arange(len(self)), self.count)
+        return Episodes(self.item[idx], None if self.option is None else self.option[idx], self.source[idx])
 
     def without_options(self) -> "Episodes":
         """The same episodes with the chosen options removed (for prior predictive)."""
@@ -323,36 +285,36 @@ class PSMData:
 
     def __post_init__(self) -> None:
         if not isinstance(self.loglik, LogLikTable):
-            _fail("loglik", f"expected a LogLikTable, got {type(self.loglik).__name__}")
+            fail("loglik", f"expected a LogLikTable, got {type(self.loglik).__name__}")
         if not isinstance(self.episodes, Episodes):
-            _fail("episodes", f"expected an Episodes, got {type(self.episodes).__name__}")
+            fail("episodes", f"expected an Episodes, got {type(self.episodes).__name__}")
         n_persona, n_item, n_opt = self.loglik.values.shape
         lookup = {k: i for i, k in enumerate(self.loglik.items)}
         unknown = sorted({str(x) for x in self.episodes.item.tolist() if x not in lookup})
         if unknown:
-            _fail("episodes.item", f"unknown item id(s) {unknown[:5]}{'...' if len(unknown) > 5 else ''}; "
+            fail("episodes.item", f"unknown item id(s) {unknown[:5]}{'...' if len(unknown) > 5 else ''}; "
                   f"expected ids from loglik.item")
         idx = np.array([lookup[x] for x in self.episodes.item.tolist()], dtype=np.int64)
         object.__setattr__(self, "item_index", idx)
         if self.episodes.option is not None and len(self.episodes) and self.episodes.option.max() >= n_opt:
-            _fail("episodes.option", f"option index {int(self.episodes.option.max())} out of range; "
+            fail("episodes.option", f"option index {int(self.episodes.option.max())} out of range; "
                   f"items have {n_opt} options")
         if self.prior_weights is not None:
             pw = np.asarray(self.prior_weights, dtype=float)
             if pw.shape != (n_persona,):
-                _fail("prior_weights", f"expected shape ({n_persona},) (one per persona), got {pw.shape}")
-            _check_finite(pw, "prior_weights")
+                fail("prior_weights", f"expected shape ({n_persona},) (one per persona), got {pw.shape}")
+            check_finite(pw, "prior_weights")
             if (pw < 0).any() or abs(pw.sum() - 1.0) > 1e-6:
-                _fail("prior_weights", f"expected non-negative weights summing to 1, got sum {pw.sum():.6g}")
+                fail("prior_weights", f"expected non-negative weights summing to 1, got sum {pw.sum():.6g}")
             object.__setattr__(self, "prior_weights", np.clip(pw, 1e-12, None) / np.clip(pw, 1e-12, None).sum())
         if self.bias_direction is not None:
             bd = np.asarray(getattr(self.bias_direction, "values", self.bias_direction), dtype=float)
             if bd.shape != (n_item, n_opt):
-                _fail("bias_direction", f"expected shape ({n_item}, {n_opt}) (item, option), got {bd.shape}")
-            _check_finite(bd, "bias_direction")
+                fail("bias_direction", f"expected shape ({n_item}, {n_opt}) (item, option), got {bd.shape}")
+            check_finite(bd, "bias_direction")
             object.__setattr__(self, "bias_direction", bd)
         if self.personas is not None and self.personas.ids != self.loglik.personas:
-            _fail("personas.ids", "expected the same ids, in the same order, as loglik.persona")
+            fail("personas.ids", "expected the same ids, in the same order, as loglik.persona")
 
     @property
     def n_personas(self) -> int:
@@ -411,7 +373,7 @@ class PSMData:
         """Inverse of :meth:`to_dataset`."""
         for name in ("loglik", "episode_item"):
             if name not in ds:
-                _fail(name, "missing from dataset; expected a file written by PSMData.to_dataset")
+                fail(name, "missing from dataset; expected a file written by PSMData.to_dataset")
         ids = [str(p) for p in ds["loglik"].coords["persona"].values]
         personas = None
         if "persona_name" in ds:

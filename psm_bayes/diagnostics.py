@@ -1,5 +1,6 @@
 """Posterior diagnostics that read only ArviZ DataTrees.
 
+Draws: :func:`draws` (the one flattener of ``(chain, draw, ...)`` arrays).
 Numbers: :func:`summary` (means, intervals, R-hat, bulk/tail ESS, MCSE),
 :func:`divergences`, :func:`check` (a pass/fail verdict), :func:`loo` and
 :func:`compare`. Plots (saved as PNG, headless): :func:`plot_trace`,
@@ -25,6 +26,25 @@ def _az():
     import arviz as az
 
     return az
+
+
+def draws(dt, name: str, group: str = "posterior") -> np.ndarray:
+    """Draws of variable ``name`` in ``group`` with chains flattened: shape ``(chain * draw, ...)``.
+
+    Raises
+    ------
+    KeyError
+        Naming the variable and group when absent (e.g. a fit without
+        ``predictive=True`` has no ``posterior_predictive``).
+    """
+    if group not in dt.children or name not in dt[group].data_vars:
+        have = list(dt[group].data_vars) if group in dt.children else []
+        raise KeyError(f"dt: no {name!r} in group {group!r} (has {have}); fit with predictive=True for "
+                       "log_likelihood / posterior_predictive")
+    v = dt[group][name]
+    if tuple(v.dims[:2]) != ("chain", "draw"):
+        raise ValueError(f"dt[{group!r}][{name!r}]: expected leading dims ('chain', 'draw'), got {v.dims}")
+    return np.asarray(v.values).reshape((-1,) + v.shape[2:])
 
 
 def _var_names(dt, var_names: Sequence[str] | None) -> list[str]:

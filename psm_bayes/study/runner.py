@@ -21,6 +21,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from psm_bayes.diagnostics import draws
 from psm_bayes.study.spec import Cell, Study
 
 PARTS = "parts"
@@ -50,11 +51,6 @@ class StudyRun:
 
 
 # ---------------------------------------------------------------- one cell
-def _scalar_draws(post, name: str) -> np.ndarray:
-    v = np.asarray(post[name].values)
-    return v.reshape(v.shape[:2] + (-1,))  # (chain, draw, P)
-
-
 def cell_metrics(dt, truth: Mapping[str, Any], names: list[str], interval: float = 0.9) -> dict[str, float]:
     """Recovery and sampler metrics of one fit against the known truth.
 
@@ -87,9 +83,10 @@ def cell_metrics(dt, truth: Mapping[str, Any], names: list[str], interval: float
     for name in names:
         if name not in truth or name not in post:
             continue
-        d = _scalar_draws(post, name)
+        flat = draws(dt, name)
+        flat = flat.reshape(flat.shape[0], -1)  # (chain * draw, P)
+        d = flat.reshape(post.sizes["chain"], post.sizes["draw"], -1)
         t = np.asarray(truth[name], dtype=float).reshape(-1)
-        flat = d.reshape(-1, d.shape[-1])
         lo, hi = np.quantile(flat, [lo_q, hi_q], axis=0)
         inside = (lo <= t) & (t <= hi)
         err = flat.mean(0) - t
