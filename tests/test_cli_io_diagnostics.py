@@ -26,7 +26,7 @@ def test_cli_simulate_fit_diagnose(tmp_path: Path) -> None:
     r = _cli("simulate", "--personas", "3", "--items", "12", "--episodes", "200", "--seed", "3",
              "--out", "d.nc", "--episodes-table", "ep.parquet", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    truth = json.loads((tmp_path / "d.truth.json").read_text())
+    truth = json.loads((tmp_path / "d.nc.truth.json").read_text())
     assert len(truth["w"]) == 3 and abs(sum(truth["w"]) - 1) < 1e-9
     assert len(load_table(tmp_path / "ep.parquet")) == 200
 

@@ -15,8 +15,9 @@ under ``<out>/cache``: rerunning the same command resumes.
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
+
+from psm_bayes.cli import options
 
 
 def register(subparsers: Any) -> None:
@@ -28,30 +29,33 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (report, fits, cache)")
     p.add_argument("--quick", action="store_true", help="tiny setting (for tests; other flags override it)")
     p.add_argument("--traits", default=None, metavar="A,B", help="comma-separated probe traits")
-    p.add_argument("--probes-per-trait", type=int, default=None, metavar="N", help="held-out statements per trait")
-    p.add_argument("--max-shots", type=int, default=None, metavar="N", help="largest number of in-context examples")
-    p.add_argument("--orderings", type=int, default=None, metavar="N", help="shot orderings per trait")
+    p.add_argument("--probes-per-trait", type=options.positive_int, default=None, metavar="N", help="held-out statements per trait")
+    p.add_argument("--max-shots", type=options.positive_int, default=None, metavar="N", help="largest number of in-context examples")
+    p.add_argument("--orderings", type=options.positive_int, default=None, metavar="N", help="shot orderings per trait")
     p.add_argument("--sft-trait", default=None, metavar="TRAIT", help="trait fine-tuned (default: first trait)")
-    p.add_argument("--sft-examples", type=int, default=None, metavar="N", help="SFT training episodes")
-    p.add_argument("--sft-steps", type=int, default=None, metavar="N", help="LoRA optimiser steps per seed")
-    p.add_argument("--sft-seeds", type=int, default=None, metavar="N", help="LoRA runs (seeds)")
-    p.add_argument("--sft-lr", type=float, default=None, metavar="LR", help="LoRA learning rate")
-    p.add_argument("--num-samples", type=int, default=None, metavar="N", help="NUTS draws per chain")
-    p.add_argument("--num-warmup", type=int, default=None, metavar="N", help="NUTS warm-up per chain")
-    p.add_argument("--num-chains", type=int, default=None, metavar="N", help="NUTS chains")
+    p.add_argument("--sft-examples", type=options.positive_int, default=None, metavar="N", help="SFT training episodes")
+    p.add_argument("--sft-steps", type=options.positive_int, default=None, metavar="N", help="LoRA optimiser steps per seed")
+    p.add_argument("--sft-seeds", type=options.positive_int, default=None, metavar="N", help="LoRA runs (seeds)")
+    p.add_argument("--sft-lr", type=options.positive_float, default=None, metavar="LR", help="LoRA learning rate")
+    p.add_argument("--draws", "--num-samples", dest="num_samples", type=options.positive_int, default=None,
+                   metavar="N", help="NUTS draws per chain")
+    p.add_argument("--warmup", "--num-warmup", dest="num_warmup", type=options.nonneg_int, default=None,
+                   metavar="N", help="NUTS warm-up per chain")
+    p.add_argument("--chains", "--num-chains", dest="num_chains", type=options.positive_int, default=None,
+                   metavar="N", help="NUTS chains")
     p.add_argument("--model", default=None, metavar="PATH_OR_NAME",
                    help="model directory, .gguf or locally cached name (default: embedded Gemma 3 270M)")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None, help="scoring dtype (default bfloat16)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default 1)")
-    p.add_argument("--seed", type=int, default=None, help="seed of splits, shots and fits (default 0)")
+    p.add_argument("--threads", type=options.positive_int, default=None, help="torch threads (default 1)")
+    p.add_argument("--seed", type=options.nonneg_int, default=None, help="seed of splits, shots and fits (default 0)")
     p.add_argument("--table-method", choices=("fast", "scorer"), default=None,
                    help="persona-table scorer (default fast: shared-prefix next-token scoring)")
     p.add_argument("--persona-context", choices=("fewshot", "description", "both"), default=None,
                    help="persona form in the persona table: k example answers by the persona (default "
                         "fewshot), its description preamble, or both")
-    p.add_argument("--persona-examples", type=int, default=None, metavar="K",
+    p.add_argument("--persona-examples", type=options.positive_int, default=None, metavar="K",
                    help="statements per trait reserved as few-shot persona examples (default 8)")
-    p.add_argument("--target-accept", type=float, default=None, metavar="P", help="NUTS target acceptance")
+    p.add_argument("--target-accept", type=options.open_unit, default=None, metavar="P", help="NUTS target acceptance")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_main)
 
@@ -71,24 +75,30 @@ def config_from_args(args: argparse.Namespace) -> Any:
     over = {field: getattr(args, flag) for flag, field in _FLAGS.items() if getattr(args, flag) is not None}
     if args.traits:
         over["traits"] = tuple(t.strip() for t in args.traits.split(",") if t.strip())
-    return ExperimentConfig.quick(**over) if args.quick else ExperimentConfig(**over)
+    return ExperimentConfig.quick(**over) if args.quick else ExperimentConfig.build(**over)
+
+
+def _flag(field: str) -> str:
+    """The flag that sets config field ``field``."""
+    return {"num_samples": "--draws", "num_warmup": "--warmup", "num_chains": "--chains"}.get(
+        field, f"--{field.replace('_', '-')}")
 
 
 def _main(args: argparse.Namespace) -> int:
-    from psm_bayes.data import DataError
+    from psm_bayes import io
+    from psm_bayes.cli.errors import UsageError
 
     try:
         cfg = config_from_args(args)
-    except (ValueError, DataError) as err:
-        print(f"psm-bayes run: {err}", file=sys.stderr)
-        return 2
+    except ValueError as err:  # config messages start with the field name: say which flag sets it
+        field, sep, rest = str(err).partition(":")
+        if sep and (field in _FLAGS or field == "traits"):
+            raise UsageError(_flag(field), rest.strip()) from err
+        raise
+    out = io.prepare_output_dir(args.out, command="run", resume=True)
     from psm_bayes.experiments.pipeline import run_experiment
 
-    try:
-        res = run_experiment(cfg, args.out, progress=not args.quiet)
-    except (DataError, FileNotFoundError) as err:
-        print(f"psm-bayes run: {err}", file=sys.stderr)
-        return 2
+    res = run_experiment(cfg, out, progress=not args.quiet)
     r = res.results
     if not args.quiet:
         print(f"report: {res.out_dir / 'report.md'}  ({r['timings'].get('total', float('nan')):.0f} s)")

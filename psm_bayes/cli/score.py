@@ -14,11 +14,11 @@ resumes where it stopped.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
-from pathlib import Path
 from typing import Any
+
+from psm_bayes.cli import options
 
 
 def register(subparsers: Any) -> None:
@@ -34,54 +34,36 @@ def register(subparsers: Any) -> None:
                    help="'builtin' or a directory of Anthropic persona *.jsonl files")
     p.add_argument("--traits", default=None, metavar="A,B",
                    help="comma-separated traits to keep (also restricts personas with a trait)")
-    p.add_argument("--n-per-trait", type=int, default=None, metavar="N",
+    p.add_argument("--n-per-trait", type=options.positive_int, default=None, metavar="N",
                    help="balanced random subset of N probes per trait")
     p.add_argument("--personas", default="builtin", metavar="{builtin|PATH.json}",
                    help="'builtin' or a personas JSON file")
-    p.add_argument("--out", required=True, metavar="TABLE.nc", help="output NetCDF file")
+    options.add_out(p, "output NetCDF file (.nc)", "TABLE.nc")
     p.add_argument("--cache", default=None, metavar="DIR",
                    help="score cache directory (default: <PSM_BAYES_CACHE or ~/.cache/psm_bayes>/scores)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the score cache")
     p.add_argument("--no-neutral", action="store_true", help="skip the neutral-context scores")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--chunk-size", type=int, default=256, help="pairs per cached chunk")
-    p.add_argument("--seed", type=int, default=0, help="seed of the probe subset")
+    p.add_argument("--threads", type=options.positive_int, default=1, help="torch threads (default 1)")
+    p.add_argument("--batch-size", type=options.positive_int, default=8)
+    p.add_argument("--chunk-size", type=options.positive_int, default=256, help="pairs per cached chunk")
+    p.add_argument("--seed", type=options.nonneg_int, default=0, help="seed of the probe subset")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_main)
-
-
-def _main(args: argparse.Namespace) -> int:
-    """Run the command, turning input errors into a one-line message and exit status 2."""
-    from psm_bayes.data import DataError
-
-    try:
-        return run_score(args)
-    except (DataError, FileNotFoundError, ValueError) as err:
-        print(f"psm-bayes score: error: {err}", file=sys.stderr)
-        return 2
-
-
-def _positive(name: str, value: int | None) -> None:
-    if value is not None and value < 1:
-        from psm_bayes.data import DataError
-
-        raise DataError(f"{name}: expected an integer >= 1, got {value}")
+    p.set_defaults(func=run_score)
 
 
 def run_score(args: argparse.Namespace) -> int:
     """Run ``psm-bayes score`` with parsed arguments; returns the exit status."""
     import numpy as np
 
+    from psm_bayes import io
     from psm_bayes.data import DataError, LogLikTable, PersonaSet
     from psm_bayes.llm.cache import ScoreCache
     from psm_bayes.llm.loading import cache_root, load_model
     from psm_bayes.llm.scorer import Scorer
     from psm_bayes.probes import load_anthropic_persona, load_personas, load_probes
 
-    for name in ("n_per_trait", "threads", "batch_size", "chunk_size"):
-        _positive(f"--{name.replace('_', '-')}", getattr(args, name))
+    out = io.check_output(args.out, (".nc",), overwrite=args.overwrite)
     traits = [t.strip() for t in args.traits.split(",") if t.strip()] if args.traits else None
     if args.traits is not None and not traits:
         raise DataError("--traits: expected a comma-separated list of trait names")
@@ -98,9 +80,6 @@ def run_score(args: argparse.Namespace) -> int:
     ps = spec.personas
     personas = PersonaSet([ps.ids[i] for i in keep], [ps.names[i] for i in keep],
                           [ps.descriptions[i] for i in keep])
-    out = Path(args.out)
-    if out.parent and not out.parent.exists():
-        raise FileNotFoundError(f"--out: directory {str(out.parent)!r} does not exist")
 
     t0 = time.perf_counter()
     loaded = load_model(args.model, dtype=args.dtype, threads=args.threads)
@@ -122,20 +101,10 @@ def run_score(args: argparse.Namespace) -> int:
     ds["persona_pole"] = ("persona", np.asarray(spec.pole[keep], dtype=str))
     ds["persona_description"] = ("persona", np.asarray(personas.descriptions, dtype=str))
     ds.attrs.update({"probes": str(args.probes), "personas": str(args.personas), "seed": int(args.seed)})
-    write_netcdf(ds, out)
+    io.save_xarray(ds, out, kind="scores", overwrite=args.overwrite)
     st = scorer.stats
     rate = st.pair_tokens / st.seconds if st.seconds > 0 else float("nan")
     print(f"wrote {out}: {len(personas)} personas x {len(probes)} items x {probes.items.n_options} options "
           f"({loaded.key}); load {t_load:.1f}s, scoring {t_score:.1f}s, {st.pairs} new pairs"
           + (f" at {rate:.0f} tok/s" if st.pairs else " (all cached)"), file=sys.stderr)
     return 0
-
-
-def write_netcdf(ds: Any, path: str | os.PathLike) -> Path:
-    """Write ``ds`` as NetCDF (h5netcdf) atomically: temporary file, then rename."""
-    from psm_bayes.io import atomic_path
-
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        ds.to_netcdf(tmp, engine="h5netcdf")
-    return path

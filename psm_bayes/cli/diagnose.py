@@ -1,0 +1,77 @@
+"""``psm-bayes diagnose``: summary, convergence check, LOO and plots of fitted DataTrees."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from psm_bayes.cli import options
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``diagnose``."""
+    p = sub.add_parser("diagnose", help="summary, convergence check, LOO and plots of fitted DataTrees",
+                       description="Summarise and check fits; several fits are also compared by PSIS-LOO. "
+                                   "Writes <out>/diagnostics.json (strict JSON) and one folder per fit.")
+    p.add_argument("fits", nargs="+", help="DataTree files from `psm-bayes fit`")
+    p.add_argument("--var-names", help="comma-separated variables (default: all small ones)")
+    options.add_out(p, "output folder (new, empty, or from an earlier diagnose with --overwrite)", "DIR")
+    p.set_defaults(func=run)
+
+
+def labels(paths: list[str]) -> list[str]:
+    """One unique label per path: the file stem, or more of the path where stems repeat.
+
+    ``["fit.nc", "sub/fit.nc"]`` -> ``["fit", "sub-fit"]``; the same path twice
+    gets ``-2``, ``-3`` ... suffixes.
+    """
+    stems = [Path(p).stem for p in paths]
+    out = []
+    for p, stem in zip(paths, stems):
+        if stems.count(stem) > 1:
+            parts = [x for x in Path(p).with_suffix("").parts if x not in ("/", ".", "..")]
+            stem = "-".join(parts) or stem
+        out.append(stem)
+    seen: dict[str, int] = {}
+    unique = []
+    for lab in out:
+        seen[lab] = seen.get(lab, 0) + 1
+        unique.append(lab if seen[lab] == 1 else f"{lab}-{seen[lab]}")
+    return unique
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``psm-bayes diagnose``."""
+    import json
+
+    from psm_bayes import diagnostics as diag
+    from psm_bayes import io
+
+    fits = {lab: io.load_datatree(p, flag="fits") for lab, p in zip(labels(args.fits), args.fits)}
+    out = io.prepare_output_dir(args.out, command="diagnose", overwrite=args.overwrite)
+    var_names = [v.strip() for v in args.var_names.split(",") if v.strip()] if args.var_names else None
+    report = {}
+    for (name, dt), path in zip(fits.items(), args.fits):
+        sub = out / name if len(fits) > 1 else out
+        table = diag.summary(dt, var_names)
+        io.save_table(table, sub / "summary.csv", overwrite=True)
+        diag.save_plots(dt, sub, var_names)
+        verdict = diag.check(dt, var_names)
+        entry = {"file": str(path), "ok": verdict.ok, "max_rhat": verdict.max_rhat,
+                 "min_ess_bulk": verdict.min_ess_bulk, "divergences": verdict.divergences,
+                 "problems": list(verdict.problems)}
+        if "log_likelihood" in dt.children:
+            lo = diag.loo(dt)
+            entry.update(elpd_loo=float(lo.elpd), se=float(lo.se), p_loo=float(lo.p))
+        report[name] = entry
+        print(f"== {name} ({path})\n{table.to_string()}\n{json.dumps(io.strict_json(entry))}")
+    if len(fits) > 1:
+        if all("log_likelihood" in dt.children for dt in fits.values()):
+            cmp = diag.compare(fits)
+            io.save_table(cmp, out / "compare.csv", overwrite=True)
+            print(cmp.to_string())
+        else:
+            print("no LOO comparison: some fits have no log_likelihood group")
+    io.save_json(report, out / "diagnostics.json", overwrite=True)
+    print(f"wrote {out / 'diagnostics.json'}")
+    return 0
