@@ -1,6 +1,6 @@
 """Run a :class:`~psm_bayes.study.spec.Study`: serially, in a process pool, or on Ray.
 
-Every finished cell is written atomically (temporary file + ``os.replace``)
+Every finished cell is written atomically (:func:`psm_bayes.io.save_table`)
 as ``OUT/parts/<cell id>.parquet``; a rerun skips cells whose part file
 exists, so an interrupted study resumes where it stopped. The results table
 ``OUT/results.parquet`` (one row per cell, in study order) is rebuilt from
@@ -13,7 +13,6 @@ min bulk/tail ESS, divergences, and wall time of the fit.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from psm_bayes.diagnostics import draws
+from psm_bayes.io import mark_dir, save_json, save_table
 from psm_bayes.study.spec import Cell, Study
 
 PARTS = "parts"
@@ -113,25 +113,23 @@ def cell_metrics(dt, truth: Mapping[str, Any], names: list[str], interval: float
 
 
 def run_cell(study: Study, cell: Cell) -> dict[str, Any]:
-    """Simulate, fit and score one cell; returns its results row."""
+    """Simulate, fit and score one cell; returns its results row (scored on the model's main latents)."""
     from psm_bayes.inference import fit_nuts, fit_svi
-    from psm_bayes.sbc import latent_sites
-    from psm_bayes.study.registry import get_model
+    from psm_bayes.models import catalogue
 
-    entry = get_model(study.model)
+    entry = catalogue.get(study.model)
     sim_kw, pri_kw, inf_kw = cell.split()
-    priors = entry.make_priors({**study.priors, **pri_kw})
-    sim = entry.simulator()(seed=cell.seed, priors=priors, **{**study.simulate, **sim_kw})
-    model = entry.model(study.backend)
+    priors = entry.priors(**{**study.priors, **pri_kw})
+    data, truth = entry.simulator()(priors, seed=cell.seed, **{**study.simulate, **sim_kw})
     fit = fit_nuts if study.method == "nuts" else fit_svi
     t0 = time.perf_counter()
-    dt = fit(model, sim.data, seed=cell.seed, priors=priors, predictive=False, **{**study.inference, **inf_kw})
+    dt = fit(entry.model(study.backend), data, seed=cell.seed, priors=priors, predictive=False,
+             **{**study.inference, **inf_kw})
     wall = time.perf_counter() - t0
-    names = list(latent_sites(model, sim.data, priors))
     row: dict[str, Any] = {"cell_id": cell.id, "cell_index": cell.index, "study": study.name, "model": study.model,
                            "backend": study.backend, "method": study.method, "seed": cell.seed}
     row.update(cell.params)
-    row.update(cell_metrics(dt, sim.truth, names, study.interval))
+    row.update(cell_metrics(dt, truth, list(entry.latents), study.interval))
     if "svi" in dt.children:
         row["final_loss"] = float(np.asarray(dt["svi"]["loss"].values)[-1])
     row["wall_time_s"] = wall
@@ -143,16 +141,10 @@ def _part_path(out_dir: str, cell: Cell) -> str:
     return os.path.join(out_dir, PARTS, f"{cell.id}.parquet")
 
 
-def _write_atomic_parquet(df, path: str) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
-
-
 def _write_part(out_dir: str, cell: Cell, row: Mapping[str, Any]) -> None:
     import pandas as pd
 
-    _write_atomic_parquet(pd.DataFrame([dict(row)]), _part_path(out_dir, cell))
+    save_table(pd.DataFrame([dict(row)]), _part_path(out_dir, cell), index=False)
 
 
 def collect(study: Study, out_dir: str | os.PathLike):
@@ -196,11 +188,10 @@ def run_study(study: Study, out_dir: str | os.PathLike, *, ray_address: str | No
     from tqdm import tqdm
 
     out_dir = os.fspath(out_dir)
+    if not os.path.isdir(out_dir) or not os.listdir(out_dir):
+        mark_dir(out_dir, "study")
     os.makedirs(os.path.join(out_dir, PARTS), exist_ok=True)
-    spec_tmp = os.path.join(out_dir, f"study.json.{os.getpid()}.tmp")
-    with open(spec_tmp, "w") as fh:
-        json.dump(study.to_dict(), fh, indent=2)
-    os.replace(spec_tmp, os.path.join(out_dir, "study.json"))
+    save_json(study.to_dict(), os.path.join(out_dir, "study.json"), kind="study", overwrite=True)
     cells = study.cells()
     done = [c for c in cells if os.path.exists(_part_path(out_dir, c))]
     todo = [c for c in cells if not os.path.exists(_part_path(out_dir, c))]
@@ -224,7 +215,7 @@ def run_study(study: Study, out_dir: str | os.PathLike, *, ray_address: str | No
         bar.close()
     table = collect(study, out_dir)
     path = os.path.join(out_dir, RESULTS)
-    _write_atomic_parquet(table, path)
+    save_table(table, path, overwrite=True, index=False)
     return StudyRun(table, computed, [c.id for c in done], path)
 
 
@@ -246,7 +237,7 @@ def _run_pool(study: Study, todo: list[Cell], workers: int, finish) -> None:
 
 
 def _run_ray(study: Study, todo: list[Cell], address: str, workers: int, finish) -> None:
-    from psm_bayes.study.ray_utils import ray_session
+    from psm_bayes.parallel import ray_session
 
     with ray_session(address, workers) as ray:
         task = ray.remote(num_cpus=1)(run_cell)

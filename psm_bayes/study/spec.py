@@ -1,6 +1,6 @@
 """Declarative simulation studies: a :class:`Study` is a grid of cells.
 
-A study names a model (from :mod:`psm_bayes.study.registry`), a backend and
+A study names a model (from :mod:`psm_bayes.models.catalogue`), a backend and
 an inference method, fixed simulator/prior/inference settings, a ``grid`` of
 values to cross, and ``seeds``. Each point of the grid times each seed is a
 :class:`Cell`: simulate a data set with known truth, fit it, score the fit.
@@ -99,7 +99,7 @@ class Study:
     name : str
         Label (not part of cell ids).
     model : str
-        Registered model name.
+        Catalogued model name (:func:`psm_bayes.models.catalogue.names`).
     backend : {"numpyro", "pyro"}
     method : {"nuts", "svi"}
         :func:`psm_bayes.inference.fit_nuts` or :func:`~psm_bayes.inference.fit_svi`.
@@ -125,12 +125,14 @@ class Study:
     interval: float = 0.9
 
     def __post_init__(self) -> None:
-        from psm_bayes.study.registry import get_model
+        from psm_bayes.models import catalogue
 
-        entry = get_model(self.model)
-        if self.backend not in entry.models:
-            raise ValueError(f"backend: model {self.model!r} has backends {sorted(entry.models)}, "
+        entry = catalogue.get(self.model)
+        if self.backend not in entry.backends:
+            raise ValueError(f"backend: model {self.model!r} has backends {sorted(entry.backends)}, "
                              f"not {self.backend!r}")
+        if entry.simulate is None:
+            raise ValueError(f"model: {self.model!r} has no simulator in the catalogue; a study needs one")
         if self.method not in METHODS:
             raise ValueError(f"method: expected one of {METHODS}, got {self.method!r}")
         grid = {}
@@ -175,6 +177,9 @@ class Study:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Study":
+        from psm_bayes.io import MARKER
+
+        d = {k: v for k, v in d.items() if k != MARKER}  # a study.json written by run_study carries the marker
         known = {"name", "model", "backend", "method", "grid", "seeds", "simulate", "priors", "inference", "interval"}
         unknown = sorted(set(d) - known)
         if unknown:

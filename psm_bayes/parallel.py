@@ -1,4 +1,8 @@
-"""A small helper to start (or join) Ray for a run and shut it down afterwards."""
+"""Ray for parallel runs: start (or join) it for one run and shut it down afterwards.
+
+Used by SBC (chunks of replicates) and simulation studies (cells); it sits
+below both so that neither imports the other.
+"""
 
 from __future__ import annotations
 

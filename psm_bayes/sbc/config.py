@@ -1,0 +1,93 @@
+"""Settings of an SBC run: the sampler configuration, the drivers, the documented data sizes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+METHODS = ("vmap", "loop", "fit", "simuk")
+"""Drivers of :func:`psm_bayes.sbc.run_sbc` (see :mod:`psm_bayes.sbc.driver`)."""
+
+VMAP_CHUNK = 50
+"""Default replicates per vectorised call: a batched NUTS step lasts as long as the longest tree in the
+batch, so very large batches waste work (measured: 50 per call ran 200 replicates 2.3x faster than 200)."""
+
+SBC_SIZES: Mapping[str, Mapping[str, Any]] = {
+    "persona_selection": {},
+}
+"""Data sizes (simulator keyword arguments) of the documented SBC run of each catalogued model.
+
+A model not listed here uses its simulator's defaults. The sizes are chosen
+so that the posterior contracts to at most half the prior sd on the model's
+main parameters (:attr:`SBCResult.contraction <psm_bayes.sbc.result.SBCResult.contraction>`
+<= 0.5); ``benchmarks/sbc_table.py`` prints the table that shows it.
+"""
+
+
+def default_method(backend: str) -> str:
+    """``"fit"`` for Pyro; for NumPyro ``"vmap"`` on an accelerator and ``"loop"`` on CPU.
+
+    On CPU (2 cores, tiny models, a few hundred replicates) compiling the
+    vectorised kernel cost ~3x the single-replicate one while sampling was
+    only ~1.5-2x faster, so the loop finished first; see
+    ``benchmarks/bench_sbc.py``.
+    """
+    if backend != "numpyro":
+        return "fit"
+    import jax
+
+    return "loop" if jax.default_backend() == "cpu" else "vmap"
+
+
+@dataclass(frozen=True)
+class SBCConfig:
+    """Sampler settings of an SBC run.
+
+    Parameters
+    ----------
+    num_draws : int
+        ``L``, posterior draws kept per replicate (ranks take ``L + 1`` values).
+    thin : int
+        Keep every ``thin``-th NUTS draw (reduces autocorrelation, so that the
+        ``L`` draws are close to independent as SBC assumes).
+    num_warmup : int
+        NUTS warm-up (adaptation) iterations per chain.
+    num_chains : int
+        Chains per replicate; must divide ``num_draws``.
+    target_accept : float
+        Target acceptance probability of step-size adaptation.
+    max_tree_depth : int
+        NUTS maximum tree depth.
+    step_size : float
+        Initial (or, with ``adapt_step_size=False``, fixed) step size.
+    adapt_step_size, adapt_mass_matrix : bool
+        Turn adaptation off to build deliberately broken samplers.
+    init_jitter : float
+        Chains start at the prior median plus ``Uniform(-init_jitter,
+        init_jitter)`` in unconstrained space (``"vmap"``/``"loop"``).
+    """
+
+    num_draws: int = 99
+    thin: int = 2
+    num_warmup: int = 300
+    num_chains: int = 1
+    target_accept: float = 0.8
+    max_tree_depth: int = 8
+    step_size: float = 1.0
+    adapt_step_size: bool = True
+    adapt_mass_matrix: bool = True
+    init_jitter: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.num_draws < 1 or self.thin < 1 or self.num_warmup < 0 or self.num_chains < 1:
+            raise ValueError("num_draws >= 1, thin >= 1, num_warmup >= 0 and num_chains >= 1 expected, got "
+                             f"{self.num_draws}, {self.thin}, {self.num_warmup}, {self.num_chains}")
+        if self.num_draws % self.num_chains:
+            raise ValueError(f"num_chains: expected a divisor of num_draws={self.num_draws}, got {self.num_chains}")
+        if not 0 < self.target_accept < 1 or self.step_size <= 0 or self.max_tree_depth < 1:
+            raise ValueError("target_accept in (0, 1), step_size > 0 and max_tree_depth >= 1 expected")
+
+    @property
+    def draws_per_chain(self) -> int:
+        """Kept draws per chain."""
+        return self.num_draws // self.num_chains
