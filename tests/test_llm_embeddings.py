@@ -12,7 +12,8 @@ pytestmark = pytest.mark.llm
 
 
 def test_embeddings_ignore_padding_and_feed_the_pca_prior(gemma) -> None:
-    from psm_bayes.llm import embed_texts, persona_space_prior
+    from psm_bayes.llm import embed_texts
+    from psm_bayes.persona_space_prior import persona_space_prior
 
     texts = ["You are a kind and patient assistant.", "Short.", "A much longer sentence about persona selection."]
     batched = embed_texts(gemma, texts, batch_size=3)

@@ -1,10 +1,9 @@
-"""Text embeddings from a causal LM's hidden states (for the persona-space prior).
+"""Text embeddings from a causal LM's hidden states.
 
 :func:`embed_texts` mean-pools the final hidden states of the model body over
-each text's tokens (padding excluded), which is what
-:func:`psm_bayes.models.persona_space.persona_space_prior_from_embeddings`
-reduces by PCA into a Gaussian prior over persona space and an "assistant
-axis". :func:`persona_space_prior` does both for a persona set.
+each text's tokens (padding excluded);
+:func:`psm_bayes.persona_space_prior.persona_space_prior` reduces them by PCA
+into a Gaussian prior over persona space.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from psm_bayes.data import DataError, PersonaSet
+from psm_bayes.data import DataError
 
 
 def embed_texts(loaded: Any, texts: Sequence[str], *, batch_size: int = 8, layer: int = -1) -> np.ndarray:
@@ -53,32 +52,3 @@ def embed_texts(loaded: Any, texts: Sequence[str], *, batch_size: int = 8, layer
             mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             out.append(((hidden * mask).sum(1) / mask.sum(1)).float().double().numpy())
     return np.concatenate(out)
-
-
-def persona_space_prior(loaded: Any, personas: PersonaSet, n_components: int = 2, *,
-                        assistant_text: str | None = None, batch_size: int = 8):
-    """Gaussian persona-space prior from the model's embeddings of persona descriptions.
-
-    Parameters
-    ----------
-    loaded : psm_bayes.llm.LoadedModel
-    personas : PersonaSet
-        Personas with descriptions (the embedded texts).
-    n_components : int
-        Dimension ``d`` of persona space.
-    assistant_text : str, optional
-        A description of the default assistant; when given it is embedded and
-        reduced with the personas, and orients the axes (it scores >= 0 on each).
-
-    Returns
-    -------
-    PersonaSpacePrior
-        See :func:`psm_bayes.models.persona_space.persona_space_prior_from_embeddings`.
-    """
-    from psm_bayes.models.persona_space import persona_space_prior_from_embeddings
-
-    texts = [d or n for d, n in zip(personas.descriptions, personas.names)]
-    emb = embed_texts(loaded, texts + ([assistant_text] if assistant_text else []), batch_size=batch_size)
-    if assistant_text:
-        return persona_space_prior_from_embeddings(emb, n_components, assistant=len(texts))
-    return persona_space_prior_from_embeddings(emb, n_components)

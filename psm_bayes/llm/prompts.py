@@ -33,7 +33,8 @@ ASSISTANT_PREAMBLE = "The following is a conversation with an AI assistant."
 """Optional minimal neutral preamble (see :func:`neutral_context`)."""
 
 
-def _check_text(value: object, field: str, *, allow_empty: bool = False) -> str:
+def check_text(value: object, field: str, *, allow_empty: bool = False) -> str:
+    """``value`` if it is a (non-empty, unless ``allow_empty``) str; DataError naming ``field`` otherwise."""
     if not isinstance(value, str):
         raise DataError(f"{field}: expected str, got {type(value).__name__}")
     if not allow_empty and not value.strip():
@@ -55,7 +56,7 @@ def item_text(prompt: str) -> str:
     -------
     str
     """
-    return f"{QUESTION_PREFIX}{_check_text(prompt, 'prompt').strip()}{ANSWER_PREFIX}"
+    return f"{QUESTION_PREFIX}{check_text(prompt, 'prompt').strip()}{ANSWER_PREFIX}"
 
 
 def description_context(description: str) -> str:
@@ -70,7 +71,7 @@ def description_context(description: str) -> str:
     -------
     str
     """
-    return _check_text(description, "description").strip() + EXAMPLE_SEPARATOR
+    return check_text(description, "description").strip() + EXAMPLE_SEPARATOR
 
 
 def fewshot_context(examples: Sequence[tuple[str, str]]) -> str:
@@ -95,8 +96,8 @@ def fewshot_context(examples: Sequence[tuple[str, str]]) -> str:
     for k, ex in enumerate(examples):
         if not isinstance(ex, (tuple, list)) or len(ex) != 2:
             raise DataError(f"examples[{k}]: expected a (prompt, answer) pair, got {ex!r}")
-        prompt = _check_text(ex[0], f"examples[{k}][0]")
-        answer = _check_text(ex[1], f"examples[{k}][1]")
+        prompt = check_text(ex[0], f"examples[{k}][0]")
+        answer = check_text(ex[1], f"examples[{k}][1]")
         if not answer[:1].isspace():
             answer = " " + answer
         parts.append(item_text(prompt) + answer.rstrip() + EXAMPLE_SEPARATOR)
@@ -124,4 +125,4 @@ def neutral_context(assistant_preamble: bool = False) -> str:
 
 def full_text(context: str, prompt: str, option: str) -> str:
     """The complete scored string ``context + item_text(prompt) + option``."""
-    return _check_text(context, "context", allow_empty=True) + item_text(prompt) + _check_text(option, "option")
+    return check_text(context, "context", allow_empty=True) + item_text(prompt) + check_text(option, "option")

@@ -26,13 +26,20 @@ How it stays exact and fast
 * Prefix sharing: a pair whose input (its tokens minus the last) is a prefix
   of another pair's input is read off that pair's forward pass, so the options
   of one item (``" Yes"``/``" No"``) cost one forward pass; identical head
-  positions are computed once.  Sequences are sorted by length before
-  batching to minimise padding.
+  positions are computed once.
+* Shared key/value-cache prefixes: sequences that share a long token prefix
+  (a persona's context, the same for all of its items) are grouped; the
+  prefix runs once and its cache is expanded over each batch of the group,
+  so only the items' own tokens run per sequence and cost grows with items,
+  not items x context length.  Groups are formed in lexicographic order and
+  a sequence joins the current group unless that would shorten the shared
+  prefix by more than the group saves (:func:`group_runs`).  Sequences are
+  sorted by length before batching to minimise padding.
+* Device: tensors go to the model's device (:attr:`LoadedModel.device`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -40,12 +47,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from psm_bayes.data import DataError, ItemSet, PersonaSet
-from psm_bayes.llm import prompts
+from psm_bayes.llm.forward import head_logprobs, model_parts, pad_right, prefix_cache, run_body
 from psm_bayes.llm.loading import LoadedModel
-
-NEUTRAL_PERSONA = "<neutral>"
-"""Persona id used for neutral-context rows in the score cache."""
-
 
 @dataclass(frozen=True)
 class PairScore:
@@ -86,6 +89,8 @@ class ScorerStats:
         Positions run including padding.
     head_positions : int
         Positions at which the output layer was computed.
+    prefix_tokens : int
+        Of ``forward_tokens``, those run once as shared cached prefixes.
     seconds : float
         Wall time inside :meth:`Scorer.score_pairs`.
     """
@@ -95,11 +100,13 @@ class ScorerStats:
     forward_tokens: int = 0
     padded_tokens: int = 0
     head_positions: int = 0
+    prefix_tokens: int = 0
     seconds: float = 0.0
 
     def reset(self) -> None:
         """Zero all counters."""
         self.pairs = self.pair_tokens = self.forward_tokens = self.padded_tokens = self.head_positions = 0
+        self.prefix_tokens = 0
         self.seconds = 0.0
 
 
@@ -110,11 +117,6 @@ class _Pair:
     seq: tuple[int, ...]
     run: int = -1
     positions: list[int] = field(default_factory=list)
-
-
-def context_hash(text: str) -> str:
-    """Stable 32-hex-digit hash of a full conditioning string (cache key)."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
 def _check_str_list(values: Any, name: str) -> list[str]:
@@ -133,34 +135,50 @@ class Scorer:
     Parameters
     ----------
     loaded : LoadedModel
-        From :func:`psm_bayes.llm.loading.load_model`.
+        From :func:`psm_bayes.llm.loading.load_model` (or use
+        :func:`psm_bayes.llm.loading.load_scorer`).
     batch_size : int
         Sequences per forward pass (default 8).
     share_prefix : bool
         Reuse one forward pass for pairs whose inputs are prefixes of one
         another (exact; default True).
+    share_kv : bool
+        Run shared prefixes (persona contexts) once and reuse their key/value
+        cache across the group's items (exact; default True).
+    min_shared_tokens : int
+        Shortest prefix worth sharing through the cache.
     max_head_rows : int
         Positions per output-layer chunk (bounds the ``rows x vocab`` logits
         buffer; default 256, i.e. 256 MiB at a 262k fp32 vocabulary).
+
+    Attributes
+    ----------
+    format : psm_bayes.llm.formats.PlainFormat
+        The model's prompt format (build contexts, probes and options with it).
+    device : str
+        Where scoring runs.
     """
 
     def __init__(self, loaded: LoadedModel, batch_size: int = 8, *, share_prefix: bool = True,
-                 max_head_rows: int = 256) -> None:
+                 share_kv: bool = True, min_shared_tokens: int = 8, max_head_rows: int = 256) -> None:
         if not isinstance(loaded, LoadedModel):
             raise TypeError(f"loaded: expected a LoadedModel from load_model(), got {type(loaded).__name__}")
-        for name, val in (("batch_size", batch_size), ("max_head_rows", max_head_rows)):
+        for name, val in (("batch_size", batch_size), ("max_head_rows", max_head_rows),
+                          ("min_shared_tokens", min_shared_tokens)):
             if not isinstance(val, int) or isinstance(val, bool) or val < 1:
                 raise ValueError(f"{name}: expected an integer >= 1, got {val!r}")
         self.loaded = loaded
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
+        self.format = loaded.format
+        self.device = loaded.device
         self.batch_size = batch_size
         self.share_prefix = share_prefix
+        self.share_kv = share_kv
+        self.min_shared_tokens = min_shared_tokens
         self.max_head_rows = max_head_rows
         self.stats = ScorerStats()
-        self.body = self.model.base_model
-        self.head = self.model.get_output_embeddings()
-        self.softcap = getattr(self.model.config, "final_logit_softcapping", None)
+        self.body, self.head, self.softcap = model_parts(self.model)
         self.pad_id = int(self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0)
         self.prefix_ids = self._special_prefix()
         self._ctx_cache: dict[str, tuple[int, ...]] = {}
@@ -258,16 +276,30 @@ class Scorer:
         by_run: dict[int, list[_Pair]] = {}
         for p in pairs:
             by_run.setdefault(p.run, []).append(p)
-        order = sorted(range(len(runs)), key=lambda r: (-len(runs[r]), r))
+        # a shared prefix must end before the first position whose prediction is needed
+        caps = [min(p.ctx_len for p in by_run[r]) - 1 for r in range(len(runs))]
+        groups = (group_runs(runs, caps, self.min_shared_tokens) if self.share_kv
+                  else [(0, list(range(len(runs))))])
+        batches = []
+        for shared, members in groups:
+            members = sorted(members, key=lambda r: (-len(runs[r]), r))
+            batches += [(shared, members[b:b + self.batch_size]) for b in range(0, len(members), self.batch_size)]
         bar = None
         if progress:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(pairs), unit="pair", desc="scoring")
         try:
-            for b in range(0, len(order), self.batch_size):
-                batch_runs = order[b:b + self.batch_size]
-                self._score_batch([runs[r] for r in batch_runs], [by_run[r] for r in batch_runs], results)
+            cached: tuple[tuple[int, ...], Any] | None = None
+            for shared, batch_runs in batches:
+                prefix = None
+                if shared:
+                    key = runs[batch_runs[0]][:shared]
+                    if cached is None or cached[0] != key:
+                        cached = (key, self._prefix(key))
+                    prefix = cached[1]
+                self._score_batch([runs[r] for r in batch_runs], [by_run[r] for r in batch_runs], results,
+                                  prefix, shared)
                 n_done = sum(len(by_run[r]) for r in batch_runs)
                 n_tok = sum(len(p.seq) for r in batch_runs for p in by_run[r])
                 self.stats.pairs += n_done
@@ -283,6 +315,16 @@ class Scorer:
                 bar.close()
             self.stats.seconds += time.perf_counter() - t0
         return results  # type: ignore[return-value]
+
+    def _prefix(self, ids: tuple[int, ...]) -> Any:
+        import torch
+
+        with torch.inference_mode():
+            cache = prefix_cache(self.body, ids)
+        self.stats.forward_tokens += len(ids)
+        self.stats.padded_tokens += len(ids)
+        self.stats.prefix_tokens += len(ids)
+        return cache
 
     def _assign_runs(self, pairs: list[_Pair]) -> list[tuple[int, ...]]:
         """Map every pair to a forward sequence containing its input as a prefix."""
@@ -308,15 +350,10 @@ class Scorer:
         return runs
 
     def _score_batch(self, seqs: list[tuple[int, ...]], groups: list[list[_Pair]],
-                     results: list[PairScore | None]) -> None:
+                     results: list[PairScore | None], prefix: Any = None, shared: int = 0) -> None:
         import torch
 
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for row, s in enumerate(seqs):
-            ids[row, :len(s)] = torch.tensor(s, dtype=torch.long)
-            mask[row, :len(s)] = 1
+        ids, mask = pad_right([s[shared:] for s in seqs], self.pad_id, self.device)
         # unique (row, position) pairs whose next-token distribution is needed
         slot: dict[tuple[int, int], int] = {}
         rows: list[int] = []
@@ -325,26 +362,25 @@ class Scorer:
             for p in group:
                 p.positions = []
                 for pos in range(p.ctx_len - 1, len(p.seq) - 1):
-                    key = (row, pos)
+                    key = (row, pos - shared)
                     if key not in slot:
                         slot[key] = len(rows)
                         rows.append(row)
-                        cols.append(pos)
+                        cols.append(pos - shared)
                     p.positions.append(slot[key])
         with torch.inference_mode():
-            hidden = self.body(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
-            picked = hidden[torch.tensor(rows), torch.tensor(cols)]
-            logps = []
-            for start in range(0, picked.shape[0], self.max_head_rows):
-                logps.append(self._head_logprobs(picked[start:start + self.max_head_rows]))
-            logp = torch.cat(logps)  # (n_positions, vocab) float32
+            hidden = run_body(self.body, ids, mask, prefix, shared)
+            picked = hidden[torch.tensor(rows, device=hidden.device), torch.tensor(cols, device=hidden.device)]
+            logp = torch.cat([head_logprobs(self.head, self.softcap, picked[start:start + self.max_head_rows])
+                              for start in range(0, picked.shape[0], self.max_head_rows)])
         targets_flat: list[int] = []
         slots_flat: list[int] = []
         for group in groups:
             for p in group:
                 slots_flat.extend(p.positions)
                 targets_flat.extend(p.seq[p.ctx_len:])
-        vals = logp[torch.tensor(slots_flat), torch.tensor(targets_flat)].double().numpy()
+        vals = logp[torch.tensor(slots_flat, device=logp.device),
+                    torch.tensor(targets_flat, device=logp.device)].double().cpu().numpy()
         k = 0
         for group in groups:
             for p in group:
@@ -356,161 +392,90 @@ class Scorer:
         self.stats.padded_tokens += int(mask.numel())
         self.stats.head_positions += len(rows)
 
-    def _head_logprobs(self, hidden: Any) -> Any:
-        """Output layer (+ softcapping) and float32 log-softmax at selected positions."""
-        import torch
+    # ------------------------------------------------------------- options
+    def option_logprobs(self, texts: Sequence[str], options: Sequence[str] = (" Yes", " No"), *,
+                        autocast: bool = False) -> np.ndarray:
+        """``log p(option | text)`` for single-token options: one forward pass per text.
 
-        logits = self.head(hidden)
-        if self.softcap is not None:
-            logits = torch.tanh(logits / self.softcap) * self.softcap
-        return torch.log_softmax(logits.float(), dim=-1)
-
-    # ------------------------------------------------------------------- table
-    def score_table(self, personas: PersonaSet, items: ItemSet, *, contexts: dict[str, str] | None = None,
-                    neutral: bool = True, cache: Any = None, progress: bool = True,
-                    chunk_size: int = 256) -> Any:
-        """Score every (persona, item, option) and return an xarray Dataset.
-
-        Parameters
-        ----------
-        personas : PersonaSet
-            Personas; by default persona ``p`` is conditioned on
-            ``prompts.description_context(p.description)``.
-        items : ItemSet
-            Items; the scored string is ``context + item_text(prompt) + option``.
-        contexts : dict of str to str, optional
-            Explicit context text per persona id (e.g. from
-            :func:`prompts.fewshot_context`); must cover every persona.
-        neutral : bool
-            Also score every item under :func:`prompts.neutral_context`
-            (variable ``neutral_loglik``).
-        cache : ScoreCache or path, optional
-            Score cache: finished rows are reused and new rows are appended in
-            chunks, so an interrupted run resumes where it stopped.
-        progress : bool
-            Show a progress bar with throughput.
-        chunk_size : int
-            Pairs scored (and cached) per chunk.
+        Texts are built with :attr:`format` (``context + format.item_text(prompt)``);
+        ``options`` are the item options (e.g. ``" Yes"``), mapped through
+        :meth:`format.option <psm_bayes.llm.formats.PlainFormat.option>`.  Texts
+        passed together should share their context (it runs once, cached).
 
         Returns
         -------
-        xarray.Dataset
-            ``loglik`` (persona, item, option) -- valid input to
-            :class:`psm_bayes.data.LogLikTable`; ``n_tokens`` (persona, item,
-            option); ``option_text`` (item, option); with ``neutral``,
-            ``neutral_loglik`` and ``neutral_n_tokens`` (item, option).
+        numpy.ndarray
+            ``(len(texts), len(options))`` float64.
         """
-        from psm_bayes.llm.cache import ScoreCache, score_rows
+        from psm_bayes.llm.nexttoken import NextTokenScorer
 
-        if not isinstance(personas, PersonaSet):
-            raise DataError(f"personas: expected a PersonaSet, got {type(personas).__name__}")
-        if not isinstance(items, ItemSet):
-            raise DataError(f"items: expected an ItemSet, got {type(items).__name__}")
-        if not isinstance(chunk_size, int) or chunk_size < 1:
-            raise ValueError(f"chunk_size: expected an integer >= 1, got {chunk_size!r}")
-        ctx = _persona_contexts(personas, contexts)
-        item_texts = [prompts.item_text(p) for p in items.prompts]
-        # rows: (persona key, persona index or -1, item index, option index, context text)
-        plan: list[tuple[str, int, int, int, str]] = []
-        for pi, pid in enumerate(personas.ids):
-            for ii in range(len(items)):
-                for oi in range(items.n_options):
-                    plan.append((pid, pi, ii, oi, ctx[pid] + item_texts[ii]))
-        if neutral:
-            neutral_ctx = prompts.neutral_context()
-            for ii in range(len(items)):
-                for oi in range(items.n_options):
-                    plan.append((NEUTRAL_PERSONA, -1, ii, oi, neutral_ctx + item_texts[ii]))
-        keys = [(pk, items.ids[ii], items.options[ii][oi], context_hash(text)) for pk, _, ii, oi, text in plan]
-        store = None if cache is None else (cache if isinstance(cache, ScoreCache) else ScoreCache(cache))
-        done: dict[tuple[str, str, str, str], tuple[float, int]] = {}
-        if store is not None:
-            done = store.lookup(self.loaded.key)
-        todo = [k for k, key in enumerate(keys) if key not in done]
-        bar = None
-        if progress and todo:
-            from tqdm.auto import tqdm
+        key = (tuple(options), bool(autocast))
+        nts = self.__dict__.setdefault("_next_token", {}).get(key)
+        if nts is None:
+            nts = NextTokenScorer(self.model, self.tokenizer, [self.format.option(o) for o in options],
+                                  batch_size=self.batch_size, autocast=autocast,
+                                  sample_prompt=self.format.item_text("Hello?"))
+            self._next_token[key] = nts
+        return nts.score(texts)
 
-            bar = tqdm(total=len(todo), unit="pair", desc=f"scoring {self.loaded.model_id}")
-        t0, n_tok = time.perf_counter(), 0
-        try:
-            for start in range(0, len(todo), chunk_size):
-                chunk = todo[start:start + chunk_size]
-                scores = self.score_pairs([plan[k][4] for k in chunk],
-                                          [items.options[plan[k][2]][plan[k][3]] for k in chunk])
-                for k, s in zip(chunk, scores):
-                    done[keys[k]] = (s.logp, len(s.token_ids))
-                if store is not None:
-                    store.append(score_rows(self.loaded.key, [keys[k] for k in chunk], scores))
-                if bar is not None:
-                    n_tok += sum(len(s.token_ids) + s.n_context_tokens for s in scores)
-                    bar.update(len(chunk))
-                    bar.set_postfix_str(f"{n_tok / max(time.perf_counter() - t0, 1e-9):.0f} tok/s")
-        finally:
-            if bar is not None:
-                bar.close()
-        return self._assemble(personas, items, plan, keys, done, neutral)
+    # --------------------------------------------------------------- table
+    def score_table(self, personas: PersonaSet, items: ItemSet, **kwargs: Any) -> Any:
+        """Score every (persona, item, option); see :func:`psm_bayes.llm.table.score_table`."""
+        from psm_bayes.llm.table import score_table
 
-    def _assemble(self, personas: PersonaSet, items: ItemSet, plan: list, keys: list, done: dict,
-                  neutral: bool) -> Any:
-        import xarray as xr
-
-        n_p, n_i, n_o = len(personas), len(items), items.n_options
-        ll = np.full((n_p, n_i, n_o), np.nan)
-        nt = np.zeros((n_p, n_i, n_o), dtype=np.int64)
-        nll = np.full((n_i, n_o), np.nan)
-        nnt = np.zeros((n_i, n_o), dtype=np.int64)
-        for (pk, pi, ii, oi, _), key in zip(plan, keys):
-            logp, ntok = done[key]
-            if pi >= 0:
-                ll[pi, ii, oi], nt[pi, ii, oi] = logp, ntok
-            else:
-                nll[ii, oi], nnt[ii, oi] = logp, ntok
-        coords = {"persona": list(personas.ids), "item": list(items.ids), "option": np.arange(n_o)}
-        ds = xr.Dataset(
-            {
-                "loglik": (("persona", "item", "option"), ll),
-                "n_tokens": (("persona", "item", "option"), nt),
-                "option_text": (("item", "option"), np.array([list(o) for o in items.options], dtype=str)),
-                "prompt": (("item",), np.array(list(items.prompts), dtype=str)),
-                "persona_name": (("persona",), np.array(list(personas.names), dtype=str)),
-            },
-            coords=coords,
-        )
-        if neutral:
-            ds["neutral_loglik"] = (("item", "option"), nll)
-            ds["neutral_n_tokens"] = (("item", "option"), nnt)
-        ds["loglik"].attrs["description"] = "log p(option | persona context + item_text(prompt)), summed over tokens"
-        ds.attrs.update({
-            "model_id": self.loaded.model_id,
-            "weights_hash": self.loaded.weights_hash,
-            "model_key": self.loaded.key,
-            "dtype": self.loaded.dtype,
-            "prompt_format": "context + 'Question: {prompt}\\nAnswer:' + option",
-            "neutral_context": prompts.neutral_context(),
-        })
-        return ds
+        return score_table(self, personas, items, **kwargs)
 
 
-def _persona_contexts(personas: PersonaSet, contexts: dict[str, str] | None) -> dict[str, str]:
-    """Context text per persona id, validated."""
-    if contexts is None:
-        out = {}
-        for i, (pid, desc) in enumerate(zip(personas.ids, personas.descriptions)):
-            if not desc.strip():
-                raise DataError(f"personas.descriptions[{i}]: persona {pid!r} has no description; "
-                                f"give one or pass contexts={{{pid!r}: ...}}")
-            out[pid] = prompts.description_context(desc)
-        return out
-    if not isinstance(contexts, dict):
-        raise DataError(f"contexts: expected a dict persona id -> text, got {type(contexts).__name__}")
-    missing = [p for p in personas.ids if p not in contexts]
-    extra = sorted(str(k) for k in contexts if k not in set(personas.ids))
-    if missing:
-        raise DataError(f"contexts: no context for persona(s) {missing[:5]}")
-    if extra:
-        raise DataError(f"contexts: unknown persona id(s) {extra[:5]}")
-    for pid in personas.ids:
-        if not isinstance(contexts[pid], str):
-            raise DataError(f"contexts[{pid!r}]: expected str, got {type(contexts[pid]).__name__}")
-    return {pid: contexts[pid] for pid in personas.ids}
+def _lcp(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    n = min(len(a), len(b))
+    k = 0
+    while k < n and a[k] == b[k]:
+        k += 1
+    return k
+
+
+def group_runs(runs: Sequence[tuple[int, ...]], caps: Sequence[int], min_shared: int) -> list[tuple[int, list[int]]]:
+    """Group sequences by a shared token prefix run once through the KV cache.
+
+    Parameters
+    ----------
+    runs : sequence of token tuples
+    caps : sequence of int
+        Longest prefix each sequence may share (before its first scored position).
+    min_shared : int
+        Shortest prefix worth sharing.
+
+    Returns
+    -------
+    list of (int, list of int)
+        ``(shared prefix length, member indices)``; ungrouped sequences come
+        as one final group with prefix length 0.  In lexicographic order a
+        sequence joins the current group when the shortened shared prefix
+        ``l`` stays >= ``min_shared`` and the ``n`` members' extra work
+        ``n * (L - l)`` does not exceed ``l``.
+    """
+    if not runs:
+        return []
+    order = sorted(range(len(runs)), key=lambda r: runs[r])
+    groups: list[tuple[int, list[int]]] = []
+    singles: list[int] = []
+    cur, shared = [order[0]], caps[order[0]]
+
+    def close() -> None:
+        if len(cur) > 1 and shared >= min_shared:
+            groups.append((shared, list(cur)))
+        else:
+            singles.extend(cur)
+
+    for prev, r in zip(order, order[1:]):
+        new = min(shared, _lcp(runs[prev], runs[r]), caps[r])
+        if new >= min_shared and (len(cur) == 1 or len(cur) * (shared - new) <= new):
+            cur.append(r)
+            shared = new
+        else:
+            close()
+            cur, shared = [r], caps[r]
+    close()
+    if singles:
+        groups.append((0, singles))
+    return groups

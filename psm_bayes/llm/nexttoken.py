@@ -25,21 +25,13 @@ for plain causal LMs and PEFT-wrapped ones (LoRA layers live inside the body).
 
 from __future__ import annotations
 
-import copy
+import contextlib
 from typing import Any, Sequence
 
 import numpy as np
 
 from psm_bayes.data import DataError
-
-
-def _parts(model: Any) -> tuple[Any, Any, Any]:
-    """(body, head, softcap) of a causal LM, looking through a PEFT wrapper."""
-    causal = model.get_base_model() if hasattr(model, "get_base_model") else model
-    body = causal.base_model if hasattr(causal, "base_model") else causal.model
-    head = causal.get_output_embeddings()
-    softcap = getattr(causal.config, "final_logit_softcapping", None)
-    return body, head, softcap
+from psm_bayes.llm.forward import model_device, model_parts, pad_right, prefix_cache, run_body
 
 
 class NextTokenScorer:
@@ -52,17 +44,22 @@ class NextTokenScorer:
     tokenizer
         Its tokenizer.
     options : sequence of str
-        Option texts, each a single token after the prompt (default
-        ``(" Yes", " No")``); checked on a sample prompt ending in ``"Answer:"``.
+        Option texts as scored (default ``(" Yes", " No")``), each a single
+        token after ``sample_prompt``.
     batch_size : int
         Suffixes per forward pass.
     autocast : bool
-        Run under ``torch.autocast("cpu", dtype=torch.bfloat16)`` (for a float32
-        model, e.g. during LoRA training).
+        Run under bfloat16 ``torch.autocast`` on the model's device (for a
+        float32 model, e.g. during LoRA training).
+    sample_prompt : str
+        A probe in the prompt format in use, ending where the option starts
+        (default the plain ``"Question: Hello?\nAnswer:"``; for a chat format
+        ``fmt.item_text("Hello?")``).
     """
 
     def __init__(self, model: Any, tokenizer: Any, options: Sequence[str] = (" Yes", " No"), *,
-                 batch_size: int = 16, autocast: bool = False) -> None:
+                 batch_size: int = 16, autocast: bool = False,
+                 sample_prompt: str = "Question: Hello?\nAnswer:") -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
         self.model = model
@@ -71,12 +68,12 @@ class NextTokenScorer:
         self.autocast = bool(autocast)
         self.options = tuple(options)
         self.prefix_ids = tuple(tokenizer("x")["input_ids"][:-len(tokenizer("x", add_special_tokens=False)["input_ids"])])
-        base = self._encode("Question: Hello?\nAnswer:")
+        base = self._encode(sample_prompt)
         ids = []
         for opt in self.options:
-            full = self._encode("Question: Hello?\nAnswer:" + opt)
+            full = self._encode(sample_prompt + opt)
             if full[:len(base)] != base or len(full) != len(base) + 1:
-                raise DataError(f"options: {opt!r} is not a single token after 'Answer:'; "
+                raise DataError(f"options: {opt!r} is not a single token after {sample_prompt[-12:]!r}; "
                                 "use psm_bayes.llm.Scorer for multi-token options")
             ids.append(full[-1])
         self.option_ids = tuple(int(i) for i in ids)
@@ -122,39 +119,28 @@ class NextTokenScorer:
         import torch
 
         out = np.zeros((len(seqs), len(self.options)))
-        body, head, softcap = _parts(self.model)
-        opt = torch.tensor(self.option_ids)
-        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if self.autocast else _null()
+        body, head, softcap = model_parts(self.model)
+        device = model_device(self.model)
+        opt = torch.tensor(self.option_ids, device=device)
+        ctx = (torch.autocast(device.type, dtype=torch.bfloat16) if self.autocast else contextlib.nullcontext())
         with torch.inference_mode(), ctx:
             base_cache = None
             if lcp > 0:
-                pre = torch.tensor([seqs[0][:lcp]], dtype=torch.long)
-                res = body(input_ids=pre, use_cache=True)
-                base_cache = getattr(res, "cache", None) or getattr(res, "past_key_values", None)
+                base_cache = prefix_cache(body, seqs[0][:lcp])
                 self.forward_tokens += lcp
             order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
             for b in range(0, len(order), self.batch_size):
                 idx = order[b:b + self.batch_size]
                 suffixes = [seqs[i][lcp:] for i in idx]
-                width = max(len(s) for s in suffixes)
-                ids = torch.zeros((len(idx), width), dtype=torch.long)
-                for r, s in enumerate(suffixes):
-                    ids[r, :len(s)] = torch.tensor(s, dtype=torch.long)
-                kwargs: dict[str, Any] = {"use_cache": base_cache is not None}
-                if base_cache is not None:
-                    cache = copy.deepcopy(base_cache)
-                    if len(idx) > 1:
-                        cache.batch_repeat_interleave(len(idx))
-                    kwargs[_cache_kwarg(body)] = cache
-                # right padding + causal attention: real positions never see the pads
-                hidden = body(input_ids=ids, **kwargs).last_hidden_state
-                last = torch.tensor([len(s) - 1 for s in suffixes])
-                h = hidden[torch.arange(len(idx)), last]
+                ids, mask = pad_right(suffixes, 0, device)
+                hidden = run_body(body, ids, mask, base_cache, lcp)
+                last = torch.tensor([len(s) - 1 for s in suffixes], device=device)
+                h = hidden[torch.arange(len(idx), device=device), last]
                 # normaliser from the full-vocabulary logits in the model's compute dtype;
                 # the option logits themselves in float32 (bf16 logits are quantised to
                 # ~0.1 nats, which would swamp small log-odds shifts)
                 logits = head(h).float()
-                with torch.autocast("cpu", enabled=False):
+                with torch.autocast(device.type, enabled=False):
                     opt_logits = h.float() @ head.weight[opt].float().T
                     if getattr(head, "bias", None) is not None:
                         opt_logits = opt_logits + head.bias[opt].float()
@@ -162,26 +148,10 @@ class NextTokenScorer:
                     logits = torch.tanh(logits / softcap) * softcap
                     opt_logits = torch.tanh(opt_logits / softcap) * softcap
                 logp = opt_logits - torch.logsumexp(logits, dim=-1, keepdim=True)
-                out[idx] = logp.double().numpy()
+                out[idx] = logp.double().cpu().numpy()
                 self.forward_tokens += sum(len(s) for s in suffixes)
         self.prompts_scored += len(seqs)
         return out
-
-
-def _cache_kwarg(body: Any) -> str:
-    """Name of the KV-cache argument (``cache`` in transformers >= 5.2x, else ``past_key_values``)."""
-    import inspect
-
-    params = inspect.signature(body.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
 
 
 def normalised_logp(logp: np.ndarray) -> np.ndarray:

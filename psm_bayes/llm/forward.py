@@ -1,0 +1,96 @@
+"""Forward passes shared by the scorers: model parts, key/value-cache prefixes, the output layer.
+
+A persona's context is run once (batch 1, :func:`prefix_cache`); its cache is
+copied and expanded over a batch of suffixes (:func:`expand_cache`), which run
+right-padded after it (:func:`run_body`): causal attention never lets a real
+position see a pad, and positions continue from the prefix length, so every
+hidden state equals that of the unsplit sequence.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from typing import Any, Sequence
+
+
+def model_parts(model: Any) -> tuple[Any, Any, Any]:
+    """``(body, head, softcap)`` of a causal LM, looking through a PEFT wrapper."""
+    causal = model.get_base_model() if hasattr(model, "get_base_model") else model
+    body = causal.base_model if hasattr(causal, "base_model") else causal.model
+    head = causal.get_output_embeddings()
+    softcap = getattr(causal.config, "final_logit_softcapping", None)
+    return body, head, softcap
+
+
+def model_device(model: Any) -> Any:
+    """The torch device of a model's first parameter."""
+    return next(model.parameters()).device
+
+
+def cache_kwarg(body: Any) -> str:
+    """Name of the KV-cache argument (``cache`` in newer transformers, else ``past_key_values``)."""
+    params = inspect.signature(body.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def prefix_cache(body: Any, ids: Sequence[int]) -> Any:
+    """Run ``ids`` (one sequence) through ``body`` and return its key/value cache."""
+    import torch
+
+    x = torch.tensor([list(ids)], dtype=torch.long, device=model_device(body))
+    res = body(input_ids=x, use_cache=True)
+    cache = getattr(res, "cache", None)
+    return cache if cache is not None else res.past_key_values
+
+
+def expand_cache(cache: Any, n: int) -> Any:
+    """A copy of a batch-1 cache repeated ``n`` times along the batch (the original is untouched)."""
+    out = copy.deepcopy(cache)
+    if n > 1:
+        out.batch_repeat_interleave(n)
+    return out
+
+
+def pad_right(seqs: Sequence[Sequence[int]], pad_id: int, device: Any) -> tuple[Any, Any]:
+    """``(ids, mask)`` long tensors of right-padded sequences."""
+    import torch
+
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, s in enumerate(seqs):
+        ids[row, :len(s)] = torch.tensor(list(s), dtype=torch.long)
+        mask[row, :len(s)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def run_body(body: Any, ids: Any, mask: Any, prefix: Any = None, prefix_len: int = 0) -> Any:
+    """Last hidden states of right-padded ``ids``, optionally after a shared cached prefix.
+
+    Parameters
+    ----------
+    body : the model body
+    ids, mask : (batch, width) long tensors
+    prefix : cache, optional
+        A batch-1 cache of ``prefix_len`` tokens (from :func:`prefix_cache`),
+        expanded over the batch here.
+    prefix_len : int
+    """
+    import torch
+
+    if prefix is None:
+        return body(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+    full_mask = torch.cat([torch.ones((ids.shape[0], prefix_len), dtype=mask.dtype, device=mask.device), mask], 1)
+    kwargs = {cache_kwarg(body): expand_cache(prefix, ids.shape[0])}
+    return body(input_ids=ids, attention_mask=full_mask, use_cache=True, **kwargs).last_hidden_state
+
+
+def head_logprobs(head: Any, softcap: float | None, hidden: Any) -> Any:
+    """Output layer (+ softcapping) and float32 log-softmax at selected positions."""
+    import torch
+
+    logits = head(hidden)
+    if softcap is not None:
+        logits = torch.tanh(logits / softcap) * softcap
+    return torch.log_softmax(logits.float(), dim=-1)
