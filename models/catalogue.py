@@ -84,6 +84,7 @@ def _entries() -> dict[str, CatalogueEntry]:
     from psm_bayes.models.persona_mixture import Priors as MixturePriors
     from psm_bayes.models.persona_space import PersonaSpaceData, PersonaSpacePriors
     from psm_bayes.models.psm_joint import JointData, JointPriors
+    from psm_bayes.models import selection
     from psm_bayes.models.sft_shift import SFTPriors, SFTShiftData
 
     def both(module: str, fn: str) -> dict[str, str]:
@@ -97,7 +98,17 @@ def _entries() -> dict[str, CatalogueEntry]:
         return CatalogueEntry(fn, desc, f"{_M}sft_shift", {"numpyro": f"{_M}sft_shift_numpyro:{fn}"}, SFTPriors,
                               SFTShiftData, f"{_M}sft_shift_numpyro:simulate_{fn}", latents, ("shift",), _SFT_SIZES)
 
+    def sel(fn: str) -> CatalogueEntry:  # the persona-selection family on SelectionData (owner: H6)
+        return CatalogueEntry(fn, selection.DESCRIPTIONS[fn], f"{_M}selection", both("selection", fn), selection.Priors,
+                              selection.SelectionData, f"{_M}selection_simulate:simulate_{fn}", selection.LATENTS[fn],
+                              selection.OBSERVED, selection.SIZES)
+
     entries = [
+        sel("persona_selection"),
+        sel("response_bias"),
+        sel("trait_indicator"),
+        sel("similarity"),
+        sel("permuted_personas"),
         CatalogueEntry("persona_mixture", "PSM with an ensemble of simultaneously active personas (one per episode)",
                        f"{_M}persona_mixture", both("persona_mixture", "persona_mixture"), MixturePriors, PSMData,
                        f"{_M}persona_mixture:simulate_data", ("w", "beta_sft", "beta_icl", "authorial_bias"), ("y",),

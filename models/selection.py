@@ -66,6 +66,9 @@ LATENTS: dict[str, tuple[str, ...]] = {
     "trait_indicator": ("same_trait_shift", "other_trait_shift", "response_bias"),
     "similarity": ("similarity_shift", "response_bias"),
 }
+SIZES: dict[str, Any] = {"n_personas": 3, "n_traits": 2, "n_eval": 4, "n_shot_items": 4, "shots": (1, 4),
+                         "n_episodes": 10}
+"""Small default design sizes for :func:`psm_bayes.models.selection_simulate.simulate` (quick SBC / smoke runs)."""
 DESCRIPTIONS: dict[str, str] = {
     "persona_selection": "canonical PSM: one latent persona, SFT and in-context evidence in one posterior",
     "permuted_personas": "PSM with persona labels shuffled independently within each trait (null)",

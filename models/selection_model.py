@@ -180,9 +180,9 @@ def make_model(P: PPL, backend: str, name: str) -> Callable:
     from psm_bayes.models import selection as sel
     from psm_bayes.models.base import ModelSpec, psm_model
 
-    spec = ModelSpec(name, backend, sel.OBSERVED, sel.DIMS, SelectionData.coords, SelectionData.unobserve,
-                     SelectionData.observed_values, deterministic=sel.DETERMINISTIC,
-                     with_observed=SelectionData.with_observed)
+    spec = ModelSpec(name=name, backend=backend, observed=sel.OBSERVED, dims=sel.DIMS, coords=SelectionData.coords,
+                     unobserve=SelectionData.unobserve, observed_values=SelectionData.observed_values,
+                     deterministic=sel.DETERMINISTIC, with_observed=SelectionData.with_observed)
 
     def model(data: SelectionData, priors: Priors | None = None) -> None:
         model_body(P, name, data, priors)
