@@ -75,15 +75,19 @@ def pointwise_log_likelihood(model: Callable, data: Any, priors: Any, flat: dict
     return {k: np.stack(v) for k, v in out.items()}
 
 
+def _own_shapes(model: Callable, data: Any, priors: Any, draws: dict[str, torch.Tensor]) -> dict:
+    """Predictive pads sites outside plates with singleton plate dims: restore each site's own shape."""
+    with torch.no_grad():
+        one = poutine.trace(model).get_trace(data, priors)  # a prior draw: only the shapes are used
+    return {k: v.reshape((v.shape[0],) + tuple(one.nodes[k]["value"].shape)) for k, v in draws.items()}
+
+
 def _complete(model: Callable, data: Any, priors: Any, latent: dict, n_chains: int, predictive: bool) -> dict:
     """Deterministic sites, log-likelihood and posterior predictive for latent draws ``(S, ...)``."""
     spec = spec_of(model)
     with torch.no_grad():
         pred = Predictive(model, posterior_samples=latent)(spec.unobserve(data), priors)
-        # Predictive pads sites outside plates with singleton plate dims: restore each site's own shape
-        one = poutine.trace(poutine.condition(model, {k: v[0] for k, v in latent.items()})).get_trace(
-            spec.unobserve(data), priors)
-    pred = {k: v.reshape((v.shape[0],) + tuple(one.nodes[k]["value"].shape)) for k, v in pred.items()}
+    pred = _own_shapes(model, spec.unobserve(data), priors, pred)
     post = dict(latent)
     post.update({k: v for k, v in pred.items() if k not in spec.observed and k not in latent})
     groups = {"posterior": _by_chain(post, n_chains)}
@@ -156,4 +160,4 @@ def prior_predictive(model: Callable, data: Any, *, seed: int, priors: Any = Non
     _seed(seed)
     with torch.no_grad():
         out = Predictive(model, num_samples=num_samples)(spec.unobserve(data), priors)
-    return {k: _np(v) for k, v in out.items()}
+    return {k: _np(v) for k, v in _own_shapes(model, spec.unobserve(data), priors, out).items()}

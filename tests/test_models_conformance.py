@@ -1,9 +1,10 @@
-"""The NumPyro and Pyro backends implement the same persona-selection model.
+"""The NumPyro and Pyro backends implement the same persona-mixture model.
 
 * log joint densities agree in float64 (NumPyro ``log_density`` vs Pyro
-  ``log_joint``) and with an independent numpy/scipy evaluation (the numpy
-  maths plus scipy prior densities), on random data with ``count != 1``,
-  mixed sources, with/without latent ``prior_weights`` and ``bias_direction``;
+  ``log_density``) and with an independent likelihood written by hand here
+  (plain loops, not models/maths.py) plus scipy prior densities, on random
+  data with integer ``count > 1``, mixed sources, with/without latent
+  ``prior_weights`` and ``bias_direction``;
 * the prior predictive of ``y`` has the right shape, support and
   distribution in both backends;
 * both backends have the same site names.
@@ -15,19 +16,20 @@ import numpy as np
 import pytest
 from scipy import stats
 
-import psm_bayes.models.persona_mixture_numpyro as npm  # noqa: F401  (sets up float64 JAX first)
+import jax
+import jax.numpy as jnp
+import pyro
+import torch
+from numpyro import handlers
+from numpyro.infer import Predictive
+from numpyro.infer.util import log_density, log_likelihood
+from pyro import poutine
+
+import psm_bayes.models.persona_mixture_numpyro as npm
 import psm_bayes.models.persona_mixture_pyro as ppm
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import pyro  # noqa: E402
-import torch  # noqa: E402
-from numpyro import handlers  # noqa: E402
-from numpyro.infer import Predictive  # noqa: E402
-from numpyro.infer.util import log_density, log_likelihood  # noqa: E402
-from pyro import poutine  # noqa: E402
 
 from psm_bayes.data import Episodes, PSMData, SOURCES
-from psm_bayes.inference.numpyro_backend import prior_predictive as sample_prior
+from psm_bayes.inference.numpyro_backend import pointwise_log_likelihood, prior_predictive as sample_prior
 from psm_bayes.inference.pyro_backend import log_density as log_joint
 from psm_bayes.models import maths
 from psm_bayes.models.persona_mixture import Priors
@@ -48,7 +50,7 @@ def random_data(seed: int, latent_prior: bool, bias: bool, K: int = 5, n_items: 
     source[:2] = ["sft", "icl"]  # both sources present
     episodes = Episodes(items[rng.integers(0, n_items, N)],
                         rng.integers(0, n_options, N) if observed else None,
-                        source, rng.uniform(0.3, 4.0, N))
+                        source, rng.integers(1, 5, N))
     bd = rng.normal(size=(n_items, n_options)) if bias else None
     pw = None if latent_prior else rng.dirichlet(np.full(K, 2.0))
     return PSMData(table, episodes, prior_weights=pw, bias_direction=bd)
@@ -72,11 +74,26 @@ def prior_draw(data: PSMData, priors: Priors, rng: np.random.Generator) -> dict[
 
 
 def numpy_episode_loglik(data: PSMData, p: dict) -> np.ndarray:
-    """Unscaled ``log p(y_e | params)`` per episode from the numpy maths."""
-    logits = maths.episode_logits(maths.NUMPY, np.log(p["w"]), data.loglik.array, data.item_index,
-                                  data.episodes.source_index, p["beta_sft"], p["beta_icl"],
-                                  p.get("authorial_bias"), data.bias_direction)
-    return logits[np.arange(len(data.episodes)), data.episodes.option]
+    """Unscaled ``log p(y_e | params)`` per row, written by hand (plain loops, not models/maths.py).
+
+    For row ``e`` (item ``i``, source ``s``, option ``o``): persona ``k``
+    answers with ``exp(z_ko) / sum_o' exp(z_ko')``, ``z_ko = beta_s L[k, i, o]
+    + bias d[i, o]``, and the assistant with ``sum_k w_k`` of that.
+    """
+    L, ep = data.loglik.array, data.episodes
+    K, _, O = L.shape
+    bias = p.get("authorial_bias", 0.0)
+    d = data.bias_direction
+    out = np.empty(len(ep))
+    for e in range(len(ep)):
+        i, o = data.item_index[e], ep.option[e]
+        beta = p["beta_sft"] if ep.source[e] == "sft" else p["beta_icl"]
+        prob = 0.0
+        for k in range(K):
+            z = [beta * L[k, i, j] + (bias * d[i, j] if d is not None else 0.0) for j in range(O)]
+            prob += p["w"][k] * np.exp(z[o]) / sum(np.exp(zj) for zj in z)
+        out[e] = np.log(prob)
+    return out
 
 
 def numpy_log_joint(data: PSMData, priors: Priors, p: dict) -> float:
@@ -121,6 +138,10 @@ def test_pointwise_loglik_agrees(seed, latent_prior, bias):
     p = prior_draw(data, PRIORS, np.random.default_rng(seed))
     ll = log_likelihood(NUMPYRO_MODEL, {k: jnp.asarray(v)[None] for k, v in p.items()}, data, PRIORS)["y"][0]
     np.testing.assert_allclose(np.asarray(ll), numpy_episode_loglik(data, p), rtol=1e-10, atol=1e-10)
+    # the fit's pointwise log-likelihood is one value per episode: rows repeated by their count
+    per_episode = pointwise_log_likelihood(NUMPYRO_MODEL, data, PRIORS, {k: jnp.asarray(v)[None] for k, v in p.items()})
+    np.testing.assert_allclose(per_episode["y"][0], np.repeat(numpy_episode_loglik(data, p), data.episodes.count),
+                               rtol=1e-10)
     # the log-likelihood depends on the parameters (the comparison above is not vacuous)
     q = dict(p, beta_sft=p["beta_sft"] * 2.0)
     assert not np.allclose(numpy_episode_loglik(data, q), numpy_episode_loglik(data, p))
@@ -182,7 +203,8 @@ def test_prior_predictive_shape_and_support(latent_prior, bias):
         assert np.issubdtype(y.dtype, np.integer)
         assert y.min() >= 0 and y.max() < O
     draws = sample_prior(NUMPYRO_MODEL, data, seed=2, priors=PRIORS, num_samples=200)
-    assert draws["y"].shape == (200, N) and draws["w"].shape == (200, data.n_personas)
+    n_episodes = int(data.episodes.count.sum())  # predictive draws are one per episode (rows expanded by count)
+    assert draws["y"].shape == (200, n_episodes) and draws["w"].shape == (200, data.n_personas)
     assert set(np.unique(draws["y"])) == set(range(O))  # every option drawn, none outside
     # the draws vary over the prior (not a constant)
     assert draws["beta_sft"].std() > 0.1
@@ -229,3 +251,31 @@ def test_numpyro_predictive_matches_p_item():
     np.testing.assert_allclose(np.asarray(out["p_item"][0]), expected, rtol=1e-10)
     tr = _pyro_trace(data, cond={k: torch.as_tensor(v) for k, v in p.items()})
     np.testing.assert_allclose(tr.nodes["p_item"]["value"].numpy(), expected, rtol=1e-10)
+
+
+def test_predictive_draws_counts_multinomially():
+    """A row standing for 400 episodes is replicated as 400 independent answers (a multinomial count).
+
+    Parameters fixed; per replicate the number of option-0 answers among the
+    row's 400 episodes is Binomial(400, p): its variance over 300 replicates
+    is 400 p (1 - p). The old behaviour (one answer per row, weighted by the
+    count) gives only 0 or 400, variance 400^2 p (1 - p): 400 times larger.
+    The sample variance of 300 binomial counts is within a factor 1.5 of the
+    truth with probability > 0.999 (chi-square, 299 df), so the threshold
+    separates the two by a wide margin; the broken variant is computed below.
+    """
+    table = random_loglik(3, 1, 2, np.random.default_rng(0))
+    data = PSMData(table, Episodes(np.array(["i0"], dtype=object), np.array([0]), np.array(["sft"], dtype=object),
+                                   np.array([400])), prior_weights=np.array([0.2, 0.3, 0.5]))
+    p = {"w": jnp.asarray([0.5, 0.3, 0.2])[None].repeat(300, 0), "beta_sft": jnp.full(300, 1.3),
+         "beta_icl": jnp.full(300, 0.7)}
+    spec = NUMPYRO_MODEL.spec
+    y = np.asarray(Predictive(NUMPYRO_MODEL, posterior_samples=p, return_sites=["y"])(
+        jax.random.PRNGKey(0), spec.unobserve(data), PRIORS)["y"])
+    assert y.shape == (300, 400)
+    prob0 = float(np.exp(numpy_episode_loglik(data, {k: np.asarray(v[0]) for k, v in p.items()}))[0])
+    n0 = (y == 0).sum(1)
+    expected_var = 400 * prob0 * (1 - prob0)
+    assert 1 / 1.5 < n0.var(ddof=1) / expected_var < 1.5
+    broken = np.where(np.random.default_rng(1).random(300) < prob0, 400, 0)  # one answer per row, times count
+    assert not 1 / 1.5 < broken.var(ddof=1) / expected_var < 1.5
