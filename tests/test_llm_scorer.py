@@ -218,6 +218,63 @@ def test_score_table(scorer):
     np.testing.assert_allclose(ds2["loglik"].sel(persona="hon"), ds["neutral_loglik"], atol=1e-4)
 
 
+@pytest.mark.llm
+def test_kv_prefix_sharing_matches_naive_full_forward(gemma, scorer):
+    import torch
+
+    from psm_bayes.probes import load_probes
+
+    probes = load_probes(["honesty", "empathy"], n_per_trait=4)
+    qs = list(probes.items.prompts)
+    contexts = [prompts.fewshot_context([(qs[0], " Yes"), (qs[1], " No"), (qs[4], " Yes")]),
+                prompts.fewshot_context([(qs[0], " No"), (qs[1], " Yes"), (qs[5], " No")]), ""]
+    texts = [c + prompts.item_text(q) for c in contexts for q in qs[2:4] + qs[6:8]]
+    conts = [" Yes", " No", " Yes, always"]  # a multi-token continuation too
+    pairs = [(t, o) for t in texts for o in conts]
+    scorer.stats.reset()
+    got = scorer.score_pairs([p[0] for p in pairs], [p[1] for p in pairs])
+    st = scorer.stats
+    # each few-shot context ran once as a cached prefix: far fewer tokens than the pairs hold
+    assert st.prefix_tokens > 0 and st.forward_tokens < 0.4 * st.pair_tokens
+    for (text, cont), s in zip(pairs, got):
+        ctx_ids, cont_ids = scorer.tokenize_pair(text, cont)
+        ids = torch.tensor([list(ctx_ids + cont_ids)])
+        with torch.inference_mode():  # naive: the whole prompt, one forward pass, full-vocabulary logits
+            logp = torch.log_softmax(gemma.model(ids).logits.float(), dim=-1)[0]
+        naive = [logp[len(ctx_ids) - 1 + j, t].item() for j, t in enumerate(cont_ids)]
+        # fp32: only the summation order differs (measured max ~5e-6)
+        np.testing.assert_allclose(s.token_logps, naive, atol=1e-4, rtol=0)
+    # the comparison can fail: the same items scored without their persona context differ by far more
+    bare = scorer.score_pairs([prompts.item_text(q) for q in qs[2:4]], [" Yes", " Yes"])
+    assert max(abs(b.logp - g.logp) for b, g in zip(bare, got[:6:3])) > 1e-2
+
+
+def test_group_runs_shares_long_prefixes_only():
+    from psm_bayes.llm.scorer import group_runs
+
+    a, b = tuple(range(100, 140)), tuple(range(200, 240))  # two 40-token persona contexts
+    runs = [a + (1, 2), a + (3, 4), a + (5,), b + (1,), b + (2, 9), (7, 1), (7, 2)]
+    caps = [len(r) - 1 for r in runs]
+    groups = dict((tuple(sorted(m)), shared) for shared, m in group_runs(runs, caps, 8))
+    assert groups == {(0, 1, 2): 40, (3, 4): 40, (5, 6): 0}  # short common prefixes are not worth a cache
+    # a cap (the first scored position) bounds the shared prefix
+    assert group_runs(runs[:2], [40, 20], 8) == [(20, [0, 1])]
+    assert group_runs([], [], 8) == []
+
+
+def test_device_choice_is_checked():
+    torch = pytest.importorskip("torch")
+    from psm_bayes.llm.loading import default_dtype, resolve_device
+
+    assert resolve_device("cpu") == "cpu" and default_dtype("cpu") == "float32" and default_dtype("cuda") == "bfloat16"
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="device"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            resolve_device("cuda")
+
+
 # --------------------------------------------------------------- bad input
 
 

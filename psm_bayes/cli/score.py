@@ -28,8 +28,12 @@ def register(subparsers: Any) -> None:
         description="Score log p(option | persona context + probe) with a causal language model "
                     "and write the table as NetCDF.")
     p.add_argument("--model", default=None, metavar="PATH_OR_NAME",
-                   help="model directory, .gguf file or locally cached hub name "
-                        "(default: the embedded Gemma 3 270M base model)")
+                   help="embedded model (gemma3-270m: base, the default; smollm2-135m-instruct: instruct, "
+                        "chat template), model directory, .gguf file or locally cached hub name")
+    p.add_argument("--device", default="auto", metavar="{auto,cpu,cuda}",
+                   help="where to score (default auto: CUDA when available)")
+    p.add_argument("--prompt-format", default=None, choices=("plain", "chat", "auto"),
+                   help="prompt format (default: the embedded model's; auto = chat if the tokenizer has a template)")
     p.add_argument("--probes", default="builtin", metavar="{builtin|DIR}",
                    help="'builtin' or a directory of Anthropic persona *.jsonl files")
     p.add_argument("--traits", default=None, metavar="A,B",
@@ -43,9 +47,10 @@ def register(subparsers: Any) -> None:
                    help="score cache directory (default: <PSM_BAYES_CACHE or ~/.cache/psm_bayes>/scores)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the score cache")
     p.add_argument("--no-neutral", action="store_true", help="skip the neutral-context scores")
-    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
+                   help="default: bfloat16 on a GPU, float32 on the CPU")
     p.add_argument("--threads", type=options.positive_int, default=1, help="torch threads (default 1)")
-    p.add_argument("--batch-size", type=options.positive_int, default=8)
+    p.add_argument("--batch-size", type=options.positive_int, default=None, help="default: sized to the device")
     p.add_argument("--chunk-size", type=options.positive_int, default=256, help="pairs per cached chunk")
     p.add_argument("--seed", type=options.nonneg_int, default=0, help="seed of the probe subset")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -59,8 +64,7 @@ def run_score(args: argparse.Namespace) -> int:
     from psm_bayes import io
     from psm_bayes.data import DataError, LogLikTable, PersonaSet
     from psm_bayes.llm.cache import ScoreCache
-    from psm_bayes.llm.loading import cache_root, load_model
-    from psm_bayes.llm.scorer import Scorer
+    from psm_bayes.llm.loading import cache_root, load_scorer
     from psm_bayes.probes import load_anthropic_persona, load_personas, load_probes
 
     out = io.check_output(args.out, (".nc",), overwrite=args.overwrite)
@@ -82,13 +86,14 @@ def run_score(args: argparse.Namespace) -> int:
                           [ps.descriptions[i] for i in keep])
 
     t0 = time.perf_counter()
-    loaded = load_model(args.model, dtype=args.dtype, threads=args.threads)
+    scorer = load_scorer(args.model, device=args.device, dtype=args.dtype, threads=args.threads,
+                         batch_size=args.batch_size, prompt_format=args.prompt_format)
+    loaded = scorer.loaded
     t_load = time.perf_counter() - t0
     cache = None
     if not args.no_cache:
         cache = ScoreCache(args.cache if args.cache else cache_root() / "scores")
         cache.clean()
-    scorer = Scorer(loaded, batch_size=args.batch_size)
     t1 = time.perf_counter()
     ds = scorer.score_table(personas, probes.items, neutral=not args.no_neutral, cache=cache,
                             progress=not args.quiet, chunk_size=args.chunk_size)

@@ -30,8 +30,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -268,18 +266,18 @@ def _load_gguf(gguf: Path, model_id: str, digest: str, dtype: str, cache: bool) 
                                                  dtype=torch.float32, local_files_only=True)
     model, tok = _finish_model(model, tok, "float32")
     if cache:
-        models_dir.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=models_dir, prefix=f".tmp-{final.name}-"))
-        try:
+        from psm_bayes.io import atomic_write, mark_dir
+
+        def write(tmp: Path) -> None:
             model.save_pretrained(str(tmp))
             tok.save_pretrained(str(tmp))
             (tmp / _META_NAME).write_text(json.dumps(
                 {"model_id": model_id, "weights_hash": digest, "source": str(gguf)}, indent=1))
-            if final.exists():  # a stale or foreign copy: replace it
-                shutil.rmtree(final, ignore_errors=True)
-            os.replace(tmp, final)
+
+        try:  # a stale copy in the library's own (marked) cache folder is replaced
+            atomic_write(mark_dir(models_dir, "model-cache") / final.name, write, overwrite=True)
         except OSError:  # e.g. another process won the race; its copy is equivalent
-            shutil.rmtree(tmp, ignore_errors=True)
+            pass
     if dtype != "float32":
         model, tok = _finish_model(model, tok, dtype)
     return LoadedModel(model, tok, model_id, digest, dtype, 0, str(gguf))
