@@ -42,7 +42,7 @@ def _table(arr: np.ndarray | None = None) -> LogLikTable:
 
 def _episodes(**kw) -> Episodes:
     base = dict(item=np.array(["i0", "i1", "i3", "i1", "i2"]), option=np.array([0, 2, 1, 1, 0]),
-                source=np.array(["sft", "icl", "sft", "icl", "sft"]), count=np.array([1.0, 2.0, 0.5, 3.0, 1.0]))
+                source=np.array(["sft", "icl", "sft", "icl", "sft"]), count=np.array([1, 2, 5, 3, 1]))
     base.update(kw)
     return Episodes(**base)
 
@@ -209,10 +209,20 @@ def test_bad_source(source):
 
 
 @pytest.mark.parametrize("count", [np.array([1.0, 0.0, 1.0, 1.0, 1.0]), np.array([1.0, -2.0, 1.0, 1.0, 1.0]),
-                                   np.array([1.0, np.nan, 1.0, 1.0, 1.0]), np.array([1.0, 1.0])])
+                                   np.array([1.0, np.nan, 1.0, 1.0, 1.0]), np.array([1.0, 1.0]),
+                                   np.array([1.0, 0.5, 1.0, 1.0, 1.0]), np.array([1, 2, 3, 4, 5]) * 1.5])
 def test_bad_counts(count):
+    """Counts are numbers of episodes: positive integers (integral floats accepted), else an error naming count."""
     with field_error("episodes.count"):
         _episodes(count=count)
+
+
+def test_expand_gives_one_row_per_episode():
+    e = _episodes(count=np.array([1, 3, 1, 2, 1]))
+    x = e.expand()
+    assert len(x) == 8 and x.is_expanded and not e.is_expanded
+    assert x.item.tolist() == [e.item[0]] + [e.item[1]] * 3 + [e.item[2]] + [e.item[3]] * 2 + [e.item[4]]
+    np.testing.assert_array_equal(x.option, np.repeat(e.option, e.count))
 
 
 # ---------------------------------------------------------------- PSMData fields

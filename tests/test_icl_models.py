@@ -40,9 +40,7 @@ def assert_denoises(dt, true_mean: np.ndarray, sigma: float) -> None:
     assert rmse < sigma, (rmse, sigma)
 
 
-def draws(dt, name: str) -> np.ndarray:
-    v = dt["posterior"][name]
-    return np.asarray(v.values).reshape((-1,) + v.shape[2:])
+from psm_bayes.diagnostics import draws  # noqa: E402  (the one flattener)
 
 
 # ---------------------------------------------------------------- validation
@@ -51,6 +49,7 @@ def draws(dt, name: str) -> np.ndarray:
     (dict(n_shots=np.array([0, 1.5, 0, 2])), "n_shots"),
     (dict(nll=np.array([0.7, 0.4])), "nll"),
     (dict(nll=np.array([0.7, -0.4, 0.7, 0.2])), "nll"),
+    (dict(nll=np.array([0.7, 0.0, 0.7, 0.2])), "nll"),  # p = 1 exactly: not a valid -log p of a renormalised pair
     (dict(nll=np.array([0.7, np.nan, 0.7, 0.2])), "nll"),
     (dict(target_option=None), "target_option"),
     (dict(shot_loglik=np.array([[-0.1, 0.0], [-1.0, -3.0], [0.0, 0.0], [-2.0, -0.5]])), "shot_loglik"),
@@ -76,7 +75,11 @@ def test_icl_data_coords_subset_and_defaults():
     assert sub.curves == ("a", "b") and sub.nll.tolist() == [0.4, 0.2] and sub.shot_loglik.shape == (2, 2)
     bare = ICLData(curve=["b", "a"], n_shots=[1, 2])
     assert not bare.has_psm and bare.curves == ("b", "a") and set(bare.coords()) == {"measurement", "curve"}
-    assert icl.unobserve(d).nll is None and icl.observed_values(d)["nll"].tolist() == d.nll.tolist()
+    from psm_bayes.models.icl_curves_numpyro import power_law
+
+    spec = power_law.spec  # observed fields are declared once, in the spec
+    assert spec.unobserve(d).nll is None and spec.observed_values(d)["nll"].tolist() == d.nll.tolist()
+    assert spec.with_observed(d, {"nll": [0.1, 0.2, 0.3, 0.4]}).nll.tolist() == [0.1, 0.2, 0.3, 0.4]
 
 
 def test_psm_icl_requires_psm_fields():
@@ -154,7 +157,8 @@ def test_extrapolation_metrics_by_hand():
 def test_predicted_nll_is_posterior_mean_of_nll_mean():
     import arviz as az
 
-    from psm_bayes.models.icl_curves_numpyro import power_law, predicted_nll
+    from psm_bayes.comparison import predicted_nll
+    from psm_bayes.models.icl_curves_numpyro import power_law
 
     d = ICLData(curve=["a", "b", "a"], n_shots=[0, 3, 8])
     C = np.array([[[1.0, 2.0], [3.0, 4.0]]])  # (chain=1, draw=2, curve=2)
@@ -180,12 +184,35 @@ def test_prior_predictive_shapes_all_models():
             tr = handlers.trace(handlers.seed(model, seed)).get_trace(design)
             assert tr["nll"]["value"].shape == (len(design),) and not tr["nll"]["is_observed"], name
             mean = np.asarray(tr["nll_mean"]["value"])
-            assert np.isfinite(mean).all() and (mean >= 0).all(), name
+            assert np.isfinite(mean).all() and (mean > 0).all(), name
     tr = handlers.trace(handlers.seed(ICL_MODELS["bayesian_icl_law"], 0)).get_trace(
         design, ICLPriors(separate_target=True))
     assert tr["p_target"]["value"].shape == (3,) and tr["q"]["value"].shape == (3,)
     tr = handlers.trace(handlers.seed(ICL_MODELS["power_law"], 0)).get_trace(_tiny())
     assert tr["nll"]["is_observed"]
+
+
+@pytest.mark.parametrize("name", ["psm_icl", "bayesian_icl_law", "power_law", "bounded_power_law"])
+def test_prior_predictive_draws_are_valid_data(name):
+    """200 prior-predictive data sets: every simulated nll is a valid measurement (finite, > 0), no clipping.
+
+    Each draw is also turned back into ICLData (which rejects nll <= 0). The
+    previous observation model, ``Normal(nll_mean, sigma)`` at the same prior
+    draws, is computed here too and produces invalid (negative) values, which
+    is what the LogNormal observation removed (issue: 18-32% of draws).
+    """
+    from psm_bayes.inference.numpyro_backend import prior_predictive
+    from psm_bayes.models.icl_curves_numpyro import ICL_MODELS
+
+    design, _ = icl.make_icl_design(n_curves=4, n_values=(0, 1, 2, 4, 8), seed=0)
+    out = prior_predictive(ICL_MODELS[name], design, seed=0, num_samples=200)
+    nll = out["nll"]
+    assert nll.shape == (200, len(design))
+    assert np.isfinite(nll).all() and (nll > 0).all()
+    for s in range(0, 200, 40):
+        ICLData(curve=design.curve, n_shots=design.n_shots, nll=nll[s])  # validates
+    normal = out["nll_mean"] + out["sigma"][:, None] * np.random.default_rng(0).normal(size=nll.shape)
+    assert (normal <= 0).mean() > 0.01  # the old model's draws include impossible data
 
 
 # ---------------------------------------------------------------- recovery (NUTS, fixed seeds)
@@ -230,20 +257,38 @@ def test_psm_icl_recovers_parameters(psm_sim):
 
 
 def test_power_law_recovers_parameters(power_sim):
+    """Per-curve C and alpha are learnt from the curves, which a prior-only fit is not.
+
+    Criteria, decided before looking at results and applied to a prior-only
+    "fit" (200 prior draws) inside the test, which must fail them:
+    (1) contraction: the posterior sd of every C_c and alpha_c is at most
+    half its prior sd; (2) the posterior means are closer to the truth than
+    the prior means (RMSE over the 8 curves at most half). Per-value
+    interval coverage is not used: C_c and alpha_c trade off along a curve of
+    6 noisy points, so intervals miss in correlated pairs (issue 12: z-scores
+    over 12 seeds had sd ~1.35).
+    """
     from psm_bayes.inference import fit_nuts
+    from psm_bayes.inference.numpyro_backend import prior_predictive
     from psm_bayes.models.icl_curves_numpyro import power_law
 
     data, truth = power_sim
     dt = fit_nuts(power_law, data, seed=0, **FIT)
     assert int(dt["sample_stats"]["diverging"].sum()) == 0
+    prior = prior_predictive(power_law, data, seed=1, num_samples=400)
+
+    def passes(post: dict) -> bool:
+        ok = True
+        for n in ("C", "alpha"):
+            contraction = post[n].std(0) / prior[n].std(0)
+            rmse = np.sqrt(np.mean((post[n].mean(0) - truth[n]) ** 2))
+            rmse_prior = np.sqrt(np.mean((prior[n].mean(0) - truth[n]) ** 2))
+            ok &= bool((contraction <= 0.5).all() and rmse <= 0.5 * rmse_prior)
+        return ok
+
+    assert passes({n: draws(dt, n) for n in ("C", "alpha")})
+    assert not passes({n: prior[n][:200] for n in ("C", "alpha")})  # a prior-only fit fails the same criteria
     assert within_3sd(draws(dt, "sigma"), POWER_TRUTH_SIGMA)
-    # 16 per-curve values. C_c and alpha_c are strongly correlated (6 noisy points per curve), so 90%
-    # intervals miss in pairs: with this seed curve 5's n=0 point is +2.7 sigma off and 4/8 curves miss.
-    # Require every value within 3 posterior sd of the truth (P[miss] ~ 0.003 each if calibrated).
-    for n in ("C", "alpha"):
-        x = draws(dt, n)
-        z = np.abs(x.mean(0) - truth[n]) / x.std(0)
-        assert (z < 3).all(), (n, z)
 
 
 @pytest.mark.slow
@@ -291,7 +336,7 @@ def test_loo_prefers_generating_model(psm_sim, power_sim):
 
 @pytest.mark.slow
 def test_compare_icl_models_table(power_sim):
-    from psm_bayes.models.icl_curves_numpyro import compare_icl_models
+    from psm_bayes.comparison import compare_icl_models
 
     data, _ = power_sim
     table = compare_icl_models(data, seed=0, models=["power_law", "psm_icl"], num_warmup=200, num_samples=200)
