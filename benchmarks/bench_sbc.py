@@ -1,13 +1,17 @@
-"""Benchmark simulation-based calibration: vectorised JAX vs a Python loop, Ray vs serial.
+"""Benchmark simulation-based calibration: simuk vs the compiled kernel (loop, vmap), Ray vs serial.
 
-Runs SBC of a model (default: persona_mixture on the tiny ``psm-bayes sbc``
-template, ``L = 99`` draws thinned by 2, 300 warm-up) for ``--replicates``
-prior draws with
+Runs SBC of a catalogued model (default: the canonical persona_selection, or
+persona_mixture until it is catalogued, on the catalogue's small ``sizes``,
+``L = 99`` draws thinned by 2, 300 warm-up) for ``--replicates`` prior draws
+with
 
 * ``loop``: one compiled single-replicate NUTS called in a Python loop
   (the serial baseline, and the CPU default);
 * ``vmap``: jitted ``jax.vmap`` of the same NUTS over chunks of 50
   replicates, and over all replicates in one call;
+* ``simuk``: the simuk library (NumPyro ``MCMC`` per replicate), timed on
+  ``--simuk-replicates`` and extrapolated; the fast path is kept only if it
+  beats this row;
 * ``fit_nuts`` loop: :func:`psm_bayes.inference.fit_nuts` per replicate
   (recompiles per data set), timed on ``--fit-replicates`` and extrapolated;
 * Ray: a local Ray with 2 workers running ``loop`` chunks (one per worker)
@@ -19,7 +23,7 @@ markdown tables with speed-ups relative to the serial loop.
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_sbc.py [--replicates 200] [--model persona_mixture]
+    .venv/bin/python benchmarks/bench_sbc.py [--replicates 200] [--model persona_selection]
 """
 
 from __future__ import annotations
@@ -28,16 +32,16 @@ import argparse
 import time
 
 
-def _sampling_only(model, data, config, replicates: int, seed: int, chunk: int) -> tuple[float, float]:
+def _sampling_only(model, data, latents, config, replicates: int, seed: int, chunk: int) -> tuple[float, float]:
     """(compile, sampling) seconds of vmap chunks of ``chunk`` replicates (``chunk=1``: the loop)."""
     import jax
 
-    from psm_bayes import sbc
+    from psm_bayes.sbc import NUTSKernel, draw_prior
+    from psm_bayes.sbc.driver import replicate_keys
 
-    names = list(sbc.latent_sites(model, data))
-    _, obs = sbc.draw_prior(model, data, replicates, seed=seed)
-    keys, _ = sbc._replicate_keys(seed, replicates, "numpyro")
-    run_one = sbc._numpyro_runner(model, data, None, config, {k: v[0] for k, v in obs.items()}, names)
+    truth, obs = draw_prior(model, data, replicates, seed=seed, latents=latents)
+    keys = replicate_keys(seed, replicates)
+    run_one = NUTSKernel(model, data, None, config, tuple(truth), {k: v[0] for k, v in obs.items()}).build()
     t0 = time.perf_counter()
     if chunk == 1:
         fn = jax.jit(run_one).lower(keys[0], {k: v[0] for k, v in obs.items()}).compile()
@@ -56,40 +60,53 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--replicates", type=int, default=200)
     p.add_argument("--fit-replicates", type=int, default=3, help="replicates timed for the fit_nuts loop")
-    p.add_argument("--model", default="persona_mixture")
+    p.add_argument("--simuk-replicates", type=int, default=10, help="replicates timed for simuk")
+    p.add_argument("--model", default=None, help="catalogued model (default: the canonical one)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--warmup", type=int, default=300)
-    p.add_argument("--skip", nargs="*", default=[], choices=["vmap1", "fit", "ray", "chunks"], help="rows to skip")
+    p.add_argument("--skip", nargs="*", default=[], choices=["vmap1", "fit", "simuk", "ray", "chunks"], help="rows to skip")
     args = p.parse_args(argv)
 
+    from psm_bayes.inference import configure_jax
+    from psm_bayes.models import catalogue
     from psm_bayes.sbc import SBCConfig, run_sbc
-    from psm_bayes.study.registry import get_model
 
-    entry = get_model(args.model)
+    configure_jax()
+    name = args.model or ("persona_selection" if "persona_selection" in catalogue.names() else "persona_mixture")
+    entry = catalogue.get(name)
     model = entry.model("numpyro")
-    data = entry.simulator()(seed=args.seed, **entry.sbc_sizes).data
+    data = entry.simulator()(entry.priors(), seed=args.seed, **entry.sizes)[0]
     cfg = SBCConfig(num_warmup=args.warmup)
     R = args.replicates
     rows: list[tuple[str, int, float, str]] = []
 
     def timed(label, n, **kw):
-        res = run_sbc(model, data, replicates=n, seed=args.seed, config=cfg, **kw)
-        print(f"  {label}: {res.wall_time:.1f} s, min p {res.min_p():.3g}, divergences {res.divergences.sum()}",
+        res = run_sbc(model, data, replicates=n, seed=args.seed, config=cfg, latents=entry.latents, **kw)
+        print(f"  {label}: {res.wall_time:.1f} s, passed {res.passed()}, divergences {res.divergences.sum()}",
               flush=True)
         return res
 
-    print(f"SBC benchmark: {args.model}, {R} replicates, L={cfg.num_draws}, thin={cfg.thin}, "
+    def verdict(res) -> str:
+        cal = res.calibration()
+        return f"{'pass' if not cal['reject'].any() else 'REJECT'} (max excess {cal['excess'].max():.2f})"
+
+    print(f"SBC benchmark: {name}, {R} replicates, L={cfg.num_draws}, thin={cfg.thin}, "
           f"warmup={cfg.num_warmup}", flush=True)
     timed("warm-up run (imports, not reported)", 2, method="loop")
     base = timed("loop", R, method="loop")
-    rows.append(("Python loop, one compiled NUTS (serial baseline)", R, base.wall_time, f"min p {base.min_p():.2g}"))
+    rows.append(("Python loop, one compiled NUTS (serial baseline)", R, base.wall_time, verdict(base)))
     v50 = timed("vmap 50", R, method="vmap", chunk_size=50)
     same = float((v50.ranks == base.ranks).mean())
     rows.append(("jax.vmap, chunks of 50", R, v50.wall_time,
-                 f"min p {v50.min_p():.2g}; {same:.0%} of ranks identical to loop (batched rounding)"))
+                 f"{verdict(v50)}; {same:.0%} of ranks identical to loop (batched rounding)"))
     if "vmap1" not in args.skip:
         v1 = timed("vmap all", R, method="vmap", chunk_size=R)
-        rows.append((f"jax.vmap, one call of {R}", R, v1.wall_time, f"min p {v1.min_p():.2g}"))
+        rows.append((f"jax.vmap, one call of {R}", R, v1.wall_time, verdict(v1)))
+    if "simuk" not in args.skip:
+        n = args.simuk_replicates
+        sk = timed("simuk", n, method="simuk")
+        rows.append((f"simuk: NumPyro MCMC per replicate ({n} timed, x{R / n:.0f})", R, sk.wall_time * R / n,
+                     "extrapolated"))
     if "fit" not in args.skip:
         n = args.fit_replicates
         fit = timed("fit", n, method="fit")
@@ -113,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
         print("|---:|---:|---:|---:|")
         ref = None
         for chunk in (1, 10, 50, R):
-            c, s = _sampling_only(model, data, cfg, R, args.seed, chunk)
+            c, s = _sampling_only(model, data, entry.latents, cfg, R, args.seed, chunk)
             ref = ref or s
             label = "1 (loop)" if chunk == 1 else str(chunk)
             print(f"| {label} | {c:.1f} | {s:.2f} | {ref / s:.2f}x |", flush=True)

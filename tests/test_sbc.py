@@ -149,6 +149,7 @@ def test_prior_draws_match_the_catalogue():
         np.testing.assert_array_equal(latents[k], again[k])
 
 
+@pytest.mark.slow  # two compilations of NUTS (vectorised and not): ~35 s on 2 idle cores
 def test_vmap_equals_python_loop():
     """The vectorised run is the same computation as the per-replicate loop.
 
@@ -187,29 +188,27 @@ def test_broken_sampler_is_detected():
 
 # ---------------------------------------------------------------- one real model, correct and mis-specified
 QUICK = SBCConfig(num_draws=49, thin=2, num_warmup=200)
+QUICK_REPLICATES = 60
 
 
-@pytest.fixture(scope="module")
-def canonical_sbc():
-    return model_sbc(CANONICAL, replicates=100, seed=11, config=QUICK)
+def _quick(fault=None):
+    """The canonical model at the catalogue's small sizes (seconds), the truth drawn with ``fault`` priors."""
+    return model_sbc(CANONICAL, replicates=QUICK_REPLICATES, seed=11, config=QUICK,
+                     sizes=catalogue.get(CANONICAL).sizes, fault=fault)
 
 
-def test_canonical_model_passes_on_its_own_prior(canonical_sbc):
-    """100 replicates at the catalogue's small sizes: no parameter leaves its band (a correct sampler
-    fails with probability <= alpha = 1%), few divergences, nearly independent draws after thinning."""
-    cal = canonical_sbc.calibration(ALPHA)
+def test_canonical_model_passes_and_a_wrong_prior_fails():
+    """60 replicates: the correct fit passes (a correct sampler fails with probability <= alpha = 1%);
+    the same replicates' design with the truth drawn from beta priors centred 1.5 log-units higher than
+    the fitted ones (a 1.5 prior-sd shift) is rejected by the same test, so this test fails on a wrong
+    posterior. Subtle faults need the documented sizes and 500 replicates: the slow tests and the table."""
+    ok = _quick()
+    cal = ok.calibration(ALPHA)
     assert not cal["reject"].any(), cal
-    assert canonical_sbc.divergences.sum() <= 5
-    assert np.nanmean(canonical_sbc.ess_bulk) > 25  # of 49 draws
-
-
-def test_canonical_model_fitted_with_a_wrong_prior_fails(canonical_sbc):
-    """The same replicates fitted with beta priors 3x too narrow: the same test rejects (inside this test,
-    a wrong answer fails what the correct one passed). Subtle faults: the slow tests and the SBC table."""
-    field, _ = FAULTS.get(CANONICAL, ("beta_scale", 1.5))
-    res = model_sbc(CANONICAL, replicates=100, seed=11, config=QUICK, fault=(field, 3.0))
-    assert res.calibration(ALPHA)["reject"].any()
-    assert not canonical_sbc.calibration(ALPHA)["reject"].any()
+    assert ok.divergences.sum() <= 3
+    assert np.nanmean(ok.ess_bulk) > 25  # of 49 draws: thinning leaves nearly independent draws
+    bad = _quick({"beta_loc": 1.5})
+    assert bad.calibration(ALPHA)["reject"].any(), bad.calibration(ALPHA)
 
 
 # ---------------------------------------------------------------- slow: documented sizes, subtle fault, simuk, Ray
@@ -229,9 +228,8 @@ def test_catalogued_model_is_calibrated_and_contracts(name):
 @pytest.mark.slow
 def test_subtle_fault_is_detected_on_the_canonical_model():
     """Beta prior scale 1.5x wider in the simulator than in the fitted model, at the documented sizes."""
-    field, factor = FAULTS[CANONICAL]
     ok = model_sbc(CANONICAL, replicates=500, seed=2)
-    bad = model_sbc(CANONICAL, replicates=500, seed=2, fault=(field, factor))
+    bad = model_sbc(CANONICAL, replicates=500, seed=2, fault=FAULTS[CANONICAL])
     assert not ok.calibration(ALPHA)["reject"].any()
     assert bad.calibration(ALPHA)["reject"].any()
 

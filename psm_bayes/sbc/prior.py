@@ -27,23 +27,25 @@ def draw_prior(model: Callable, data: Any, replicates: int, *, seed: int, priors
     priors : optional
         The model's priors (default if None).
     latents : sequence of str, optional
-        Latent sites to return (default: every sample site that is neither
-        observed nor deterministic, in model order).
+        Latent sites to return, those of them the model samples on this
+        design (default: every sample site that is neither observed nor
+        deterministic, in model order).
 
     Returns
     -------
     latents, observed : dict of arrays
-        ``{site: (replicates, ...)}`` for the latent and the observed sites.
+        ``{site: (replicates, ...)}`` for the latent and the observed sites
+        (the observed sites the model has on this design).
     """
     spec = spec_of(model)
     out = get_backend(spec.backend).prior_predictive(model, data, seed=seed, priors=priors, num_samples=replicates)
-    names = list(latents) if latents is not None else [
-        k for k in out if k not in spec.observed and k not in spec.deterministic]
-    missing = [k for k in list(names) + list(spec.observed) if k not in out]
-    if missing:
-        raise ValueError(f"latents: sites {missing} are not sample sites of model {spec.name!r}; "
-                         f"it has {sorted(out)}")
-    return {k: np.asarray(out[k]) for k in names}, {k: np.asarray(out[k]) for k in spec.observed}
+    observed = [k for k in spec.observed if k in out]
+    names = [k for k in out if k not in spec.observed and k not in spec.deterministic] if latents is None \
+        else [k for k in latents if k in out]  # a model's sites may depend on the design (e.g. no SFT evidence)
+    if not names or not observed:
+        raise ValueError(f"latents: model {spec.name!r} on this design has sample sites {sorted(out)}; expected "
+                         f"some of the latents {list(latents or [])} and observed sites {list(spec.observed)}")
+    return {k: np.asarray(out[k]) for k in names}, {k: np.asarray(out[k]) for k in observed}
 
 
 def latent_shapes(latents: dict[str, np.ndarray]) -> dict[str, tuple[int, ...]]:

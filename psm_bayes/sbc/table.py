@@ -1,7 +1,7 @@
 """The SBC table: calibration verdict and posterior contraction for every catalogued model.
 
-Each model is run at its documented SBC sizes (:data:`~psm_bayes.sbc.config.SBC_SIZES`,
-else the catalogue's ``sizes``) on its main parameters (the catalogue's
+Each model is run at its documented SBC sizes (the catalogue's ``sizes``
+updated by :data:`~psm_bayes.sbc.config.SBC_SIZES`) on its main parameters (the catalogue's
 ``latents``). Models listed in :data:`FAULTS` get a second row: the same run
 with a SUBTLE fault, the truth drawn with one prior scale ``factor`` times the
 fitted model's, which the same test must reject.
@@ -26,11 +26,12 @@ from psm_bayes.sbc.config import SBC_SIZES, SBCConfig
 from psm_bayes.sbc.driver import run_sbc
 from psm_bayes.sbc.result import SBCResult
 
-FAULTS: Mapping[str, tuple[str, float]] = {
-    "persona_selection": ("beta_scale", 1.5),
-    "persona_mixture": ("beta_scale", 1.5),
+FAULTS: Mapping[str, Mapping[str, float]] = {
+    "persona_selection": {"beta_scale": 1.5},  # fitted: 1.0
+    "persona_mixture": {"beta_scale": 0.75},  # fitted: 0.5
 }
-"""Subtle fault per model: ``(prior field, factor)``; the truth is drawn with ``field * factor``."""
+"""Subtle fault per model: prior values of the SIMULATOR (the fitted model keeps its defaults); here the
+beta prior scale 1.5x the fitted one."""
 
 CONTRACTION_TARGET = 0.5
 """Documented sizes must give posterior sd <= this fraction of the prior sd on every main parameter."""
@@ -38,12 +39,12 @@ CONTRACTION_TARGET = 0.5
 
 def sizes_of(name: str) -> dict[str, Any]:
     """The documented SBC data sizes of catalogued model ``name``."""
-    return dict(SBC_SIZES.get(name, catalogue.get(name).sizes))
+    return {**catalogue.get(name).sizes, **SBC_SIZES.get(name, {})}
 
 
 def model_sbc(name: str, *, replicates: int, seed: int = 0, config: SBCConfig | None = None, method: str = "auto",
               backend: str = "numpyro", sizes: Mapping[str, Any] | None = None,
-              fault: tuple[str, float] | None = None, **kwargs) -> SBCResult:
+              fault: Mapping[str, Any] | None = None, **kwargs) -> SBCResult:
     """SBC of catalogued model ``name`` on its main parameters.
 
     Parameters
@@ -55,23 +56,23 @@ def model_sbc(name: str, *, replicates: int, seed: int = 0, config: SBCConfig | 
     backend : str
     sizes : mapping, optional
         Simulator sizes of the data template (default :func:`sizes_of`).
-    fault : (str, float), optional
-        Draw the truth with prior field ``fault[0]`` multiplied by
-        ``fault[1]`` while fitting with the default priors.
+    fault : mapping, optional
+        Prior values the truth is drawn with (``{"beta_scale": 1.5}``) while
+        the fitted model keeps the default priors: a deliberate fault.
     **kwargs
         Passed to :func:`~psm_bayes.sbc.run_sbc` (``chunk_size``, ``ray_address``...).
     """
     entry = catalogue.get(name)
     fit_priors = entry.priors()
     priors = fit_priors
-    if fault is not None:
-        field, factor = fault
-        priors = dataclasses.replace(fit_priors, **{field: getattr(fit_priors, field) * factor})
+    if fault:
+        priors = dataclasses.replace(fit_priors, **dict(fault))
     sizes = sizes_of(name) if sizes is None else dict(sizes)
     data, _ = entry.simulator()(fit_priors, seed=seed, **sizes)
     res = run_sbc(entry.model(backend), data, replicates=replicates, seed=seed, priors=priors, fit_priors=fit_priors,
                   config=config, method=method, latents=entry.latents, **kwargs)
-    res.meta.update(sizes=sizes, fault=None if fault is None else f"{fault[0]} x{fault[1]:g} in the simulator")
+    res.meta.update(sizes=sizes, fault=None if not fault else ", ".join(
+        f"{k}={v:g} in the simulator (fitted {getattr(fit_priors, k):g})" for k, v in dict(fault).items()))
     return res
 
 
@@ -91,7 +92,7 @@ def table_row(res: SBCResult, alpha: float = 0.01) -> dict[str, Any]:
 
 def calibration_table(names: Sequence[str] | None = None, *, replicates: int = 200, seed: int = 0,
                       config: SBCConfig | None = None, alpha: float = 0.01, faults: bool = True,
-                      progress: bool = False, **kwargs):
+                      fault_replicates: int | None = None, progress: bool = False, **kwargs):
     """The SBC table (a pandas DataFrame, one row per model and per fault run).
 
     Parameters
@@ -102,6 +103,9 @@ def calibration_table(names: Sequence[str] | None = None, *, replicates: int = 2
         SBC settings; ``alpha`` is the family-wise level of the ECDF test.
     faults : bool
         Add the :data:`FAULTS` rows.
+    fault_replicates : int, optional
+        Replicates of the fault rows (default ``replicates``; a subtle fault
+        may need more, see the module docstring).
     progress : bool
         Print each row as it finishes.
     **kwargs
@@ -114,8 +118,17 @@ def calibration_table(names: Sequence[str] | None = None, *, replicates: int = 2
     for name in names:
         runs = [None] + ([FAULTS[name]] if faults and name in FAULTS else [])
         for fault in runs:
-            res = model_sbc(name, replicates=replicates, seed=seed, config=config, fault=fault, **kwargs)
+            n = replicates if fault is None else (fault_replicates or replicates)
+            res = model_sbc(name, replicates=n, seed=seed, config=config, fault=fault, **kwargs)
             rows.append(table_row(res, alpha))
             if progress:
                 print(" | ".join(str(v) for v in rows[-1].values()), flush=True)
     return pd.DataFrame(rows)
+
+
+def markdown(table) -> str:
+    """A pandas table as a markdown table (no extra dependency)."""
+    cols = list(table.columns)
+    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines)

@@ -98,12 +98,12 @@ def cell_metrics(dt, truth: Mapping[str, Any], names: list[str], interval: float
     if not inside_all:
         raise ValueError(f"truth: none of the latents {names} has a true value and posterior draws to score")
     inside, err = np.concatenate(inside_all), np.concatenate(err_all)
-    draws = np.concatenate(draws_all, axis=-1)
+    stacked = np.concatenate(draws_all, axis=-1)  # (chain, draw, P)
     out.update(coverage=float(inside.mean()), rmse=float(np.sqrt((err ** 2).mean())), n_params=int(inside.size))
-    if draws.shape[0] >= 2:
-        out["rhat_max"] = float(np.nanmax(az.rhat(draws)))
-        out["ess_bulk_min"] = float(np.nanmin(az.ess(draws, method="bulk")))
-        out["ess_tail_min"] = float(np.nanmin(az.ess(draws, method="tail", prob=(0.05, 0.95))))
+    if stacked.shape[0] >= 2:
+        out["rhat_max"] = float(np.nanmax(az.rhat(stacked)))
+        out["ess_bulk_min"] = float(np.nanmin(az.ess(stacked, method="bulk")))
+        out["ess_tail_min"] = float(np.nanmin(az.ess(stacked, method="tail", prob=(0.05, 0.95))))
     else:
         out["rhat_max"] = out["ess_bulk_min"] = out["ess_tail_min"] = float("nan")
     stats = dt["sample_stats"] if "sample_stats" in dt.children else None
