@@ -1,15 +1,15 @@
-"""Tests of psm_bayes.experiments: EM prior, ICL/SFT designs, fast scoring, LoRA, the end-to-end pipeline."""
+"""Tests of psm_bayes.experiments: EM prior, design, evidence tensors, grouped CV, screening, LoRA, the pipeline."""
 
 from __future__ import annotations
 
 import json
-import types
 
 import numpy as np
 import pytest
 from scipy.special import log_softmax, logsumexp
 
-from psm_bayes.experiments import design, icl, persona_table, pretraining_prior
+from psm_bayes.experiments import design, evidence, persona_table, pretraining_prior
+from psm_bayes.experiments.config import ExperimentConfig
 from psm_bayes.probes import load_probes
 
 
@@ -43,67 +43,176 @@ def test_em_pseudo_count_keeps_weights_positive_and_validates():
         pretraining_prior.em_prior_weights(L, neutral, pseudo_count=-1)
 
 
-# ---------------------------------------------------------------- designs (no LLM)
-def test_split_and_shot_sequences_are_disjoint_balanced_and_seeded():
-    traits = ["honesty", "humour"]
-    probes = load_probes(traits)
-    ev, tr = design.split_probes(probes, traits, 8, seed=0)
-    assert len(ev) == 16 and len(set(ev) & set(tr)) == 0 and len(ev) + len(tr) == len(probes)
-    for t in traits:
-        m = probes.matching_option[ev[probes.trait[ev] == t]]
-        assert (m == 0).sum() == 4 and (m == 1).sum() == 4
-    seqs = design.shot_sequences(probes, tr, traits, 8, 3, seed=0)
-    assert len(seqs) == 6
-    for s in seqs:
-        assert set(s.items) <= set(tr) and all(probes.trait[s.items] == s.trait)
-        np.testing.assert_array_equal(s.answers, probes.matching_option[s.items])
-    again = design.shot_sequences(probes, tr, traits, 8, 3, seed=0)
-    assert all(np.array_equal(a.items, b.items) for a, b in zip(seqs, again))
-    assert not np.array_equal(seqs[0].items, seqs[1].items)
-    assert design.shot_counts(8) == [0, 1, 2, 4, 8] and design.shot_counts(6) == [0, 1, 2, 4, 6]
-    prompts = icl.icl_prompts(probes, seqs[0], 2, ev[:3])
-    assert len(prompts) == 3 and all(p.count("Answer:") == 3 for p in prompts)
+# ---------------------------------------------------------------- design (no LLM)
+def test_design_roles_disjoint_label_balanced_and_seeded():
+    cfg = ExperimentConfig()
+    probes = load_probes(cfg.traits)
+    d = design.make_design(cfg, probes, cfg.traits)
+    roles = d.roles()
+    names = list(roles)
+    for i in range(len(names)):
+        for j in range(i + 1, len(names)):
+            assert not set(roles[names[i]]) & set(roles[names[j]]), (names[i], names[j])
+    assert d.label_balance() == {"persona_examples": 0.5, "shots": 0.5, "sft_episodes": 0.5, "all": 0.5}
+    assert d.n_values == (0, 2, 4, 8)
+    m = probes.matching_option
+    for s in d.sequences:
+        for n in (2, 4, 8):                       # every even prefix: half the matching answers Yes
+            assert (m[s.items[:n]] == 0).sum() == n // 2
+        plus, minus = s.answers("+"), s.answers("-")
+        np.testing.assert_array_equal(plus, m[s.items])
+        np.testing.assert_array_equal(minus, 1 - m[s.items])   # same statements, opposite answers
+    again = design.make_design(cfg, probes, cfg.traits)
+    assert np.array_equal(again.eval_idx, d.eval_idx) and np.array_equal(again.sft_train, d.sft_train)
+    other = design.make_design(ExperimentConfig(seed=1), probes, cfg.traits)
+    assert not np.array_equal(other.eval_idx, d.eval_idx)
+    # the assertion can fail: an evaluation item that is also a shot is refused
+    leak = d.sequences[0].items.copy()
+    leak[0] = d.eval_idx[0]
+    bad = design.ShotSequence(d.sequences[0].trait, 0, leak, m[leak])
+    with pytest.raises(ValueError, match="leakage"):
+        design.Design(probes, d.traits, d.sft_trait, d.eval_idx, d.prior_idx, d.persona_idx,
+                      (bad,) + d.sequences[1:], d.n_values, d.sft_train)
+    with pytest.raises(ValueError, match="even"):
+        ExperimentConfig(max_shots=3)
 
 
-def test_fewshot_persona_contexts_no_leakage_and_poles_differ_only_in_answers():
-    from psm_bayes.experiments.config import ExperimentConfig
-    from psm_bayes.llm.prompts import description_context
+def test_fewshot_persona_contexts_poles_differ_only_in_answers():
+    from psm_bayes.llm.formats import PlainFormat
     from psm_bayes.probes import OPTIONS, load_personas
 
     cfg = ExperimentConfig()
     probes = load_probes(cfg.traits)
-    ev, tr_all = design.split_probes(probes, cfg.traits, cfg.probes_per_trait, cfg.seed)
-    res, tr = design.reserve_persona_examples(probes, tr_all, cfg.traits, cfg.persona_examples, cfg.seed)
-    assert set(res) <= set(tr_all) and not set(res) & set(tr) and set(res) | set(tr) == set(tr_all)
-    seqs = design.shot_sequences(probes, tr, cfg.traits, cfg.max_shots, cfg.orderings, cfg.seed)
-    sft = design.sft_examples(probes, tr, cfg.trained_trait, cfg.sft_examples, cfg.seed)
-    used = np.unique(np.concatenate([ev, sft] + [s.items for s in seqs]))   # the table's items
-    assert not set(used) & set(res)
+    d = design.make_design(cfg, probes, cfg.traits)
     spec = load_personas()
     personas = persona_table.select_personas(spec, cfg.traits)
-    ctx = dict(zip(personas.ids, persona_table.persona_contexts(spec, personas, probes, res, "fewshot")))
-    table_prompts = {probes.items.prompts[i] for i in used}
+    fmt = PlainFormat()
+    ctx = dict(zip(personas.ids, persona_table.persona_contexts(fmt, spec, personas, probes, d.persona_idx)))
+    table_prompts = {probes.items.prompts[i] for i in d.table_idx}
     for t in cfg.traits:
-        ex = res[probes.trait[res] == t]
-        assert len(ex) == cfg.persona_examples
-        assert (probes.matching_option[ex] == 0).sum() == cfg.persona_examples // 2      # balanced Yes/No
+        ex = d.persona_idx[probes.trait[d.persona_idx] == t]
         plus, minus = ctx[f"{t}+"], ctx[f"{t}-"]
-        assert plus != minus and plus.count("Answer:") == cfg.persona_examples
-        # same statements in the same order: only the answers differ, and they are opposite
-        strip = lambda c: c.replace("Answer: Yes", "Answer: #").replace("Answer: No", "Answer: #")
+        assert plus.count("Answer:") == cfg.persona_examples
+        strip = lambda c: c.replace("Answer: Yes", "Answer: #").replace("Answer: No", "Answer: #")  # noqa: E731
         assert strip(plus) == strip(minus)
         ans_p = [a.split("\n")[0] for a in plus.split("Answer:")[1:]]
-        ans_m = [a.split("\n")[0] for a in minus.split("Answer:")[1:]]
-        expect = [OPTIONS[m] for m in probes.matching_option[ex]]
-        assert ans_p == expect and all(a != b for a, b in zip(ans_p, ans_m))
-        # no table item appears among the persona's examples
+        assert ans_p == [OPTIONS[m] for m in probes.matching_option[ex]]
+        assert sum(a == " Yes" for a in ans_p) == cfg.persona_examples // 2
         assert not any(p in plus for p in table_prompts)
-    both = persona_table.persona_contexts(spec, personas, probes, res, "both")
-    desc = persona_table.persona_contexts(spec, personas, probes, res, "description")
-    assert all(b == d + ctx[p] for b, d, p in zip(both, desc, personas.ids))
-    assert desc[0] == description_context(personas.descriptions[0])
     with pytest.raises(ValueError, match="persona_context"):
-        persona_table.persona_contexts(spec, personas, probes, res, "nope")
+        persona_table.persona_contexts(fmt, spec, personas, probes, d.persona_idx, "nope")
+
+
+def _stages(cfg, d, seed=0):
+    """Hand-made persona / ICL / SFT stage outputs (random numbers; the design is real)."""
+    import pandas as pd
+    import xarray as xr
+
+    from psm_bayes.experiments.finetune import SFTStage, cross_condition, sft_condition
+    from psm_bayes.experiments.icl import ICLStage, icl_condition, icl_contrasts, measurement_rows
+    from psm_bayes.experiments.persona_table import PersonaStage, normalised_table
+    from psm_bayes.probes import load_personas
+
+    rng = np.random.default_rng(seed)
+    spec = load_personas()
+    personas = persona_table.select_personas(spec, d.traits)
+    ids = [d.probes.items.ids[i] for i in d.table_idx]
+    tab = xr.Dataset({"loglik": (("persona", "item", "option"), rng.normal(size=(len(personas), len(ids), 2))),
+                      "neutral_loglik": (("item", "option"), rng.normal(size=(len(ids), 2)))},
+                     coords={"persona": list(personas.ids), "item": ids, "option": [0, 1]})
+    em = pretraining_prior.prior_from_table(tab)
+    ps = PersonaStage(spec, personas, "fewshot", {"fewshot": tab}, {}, {}, em, normalised_table(tab))
+    ev = d.eval_idx
+    rows = measurement_rows("base", "base", d, ev, rng.normal(size=ev.size), shot_trait="", pole="", ordering=-1,
+                            n_shots=0)
+    for s in d.sequences:
+        for pole in "+-":
+            for n in d.n_values[1:]:
+                rows += measurement_rows(icl_condition(s.trait, pole, s.ordering, n), "icl", d, ev,
+                                         rng.normal(size=ev.size), shot_trait=s.trait, pole=pole,
+                                         ordering=s.ordering, n_shots=n)
+    meas = pd.DataFrame(rows)
+    srows, seen = [], {}
+    cross_items = ev[d.probes.trait[ev] == d.sft_trait]
+    for pole in "+-":
+        for step in cfg.sft_checkpoints:
+            seen[(pole, 0, step)] = rng.integers(0, 3, d.sft_train.size)
+            srows += measurement_rows(sft_condition(pole, 0, step), "sft", d, ev, rng.normal(size=ev.size),
+                                      pole=pole, seed=0, step=step, n_shots=0, ordering=-1)
+        srows += measurement_rows(cross_condition(pole, 0, 0, 2), "cross", d, cross_items,
+                                  rng.normal(size=cross_items.size), pole=pole, seed=0,
+                                  step=cfg.sft_checkpoints[-1], n_shots=2, ordering=0)
+    sft = SFTStage(pd.DataFrame(srows), pd.DataFrame(), seen, {})
+    return ps, ICLStage(meas, icl_contrasts(meas)), sft
+
+
+def test_evidence_tensors_match_a_hand_count_and_rows_are_not_duplicated():
+    cfg = ExperimentConfig.quick()
+    probes = load_probes(cfg.traits)
+    d = design.make_design(cfg, probes, cfg.traits)
+    ps, icl_stage, sft = _stages(cfg, d)
+    data = evidence.build_datasets(d, ps, icl_stage, sft, cfg.sft_checkpoints)
+    items = list(data.icl.items)
+    # every (condition, item) measured once: the n = 0 rows are not copied per shot trait
+    for ds in (data.icl, data.sft, data.joint):
+        pairs = list(zip(ds.measurement_condition, ds.measurement_item))
+        assert len(pairs) == len(set(pairs))
+    assert (np.array(data.icl.conditions) == "base").sum() == 1
+    assert (data.icl.measurement_condition == data.icl.conditions.index("base")).sum() == d.eval_idx.size
+    # ICL evidence by hand: the first n shots of the sequence, each answered as the pole would
+    for c, name in enumerate(data.icl.conditions):
+        expect = np.zeros((len(items), 2), dtype=int)
+        if name != "base":
+            trait, rest = name[4:].split(":", 1)
+            pole, o, n = trait[-1], int(rest.split(":")[0][1:]), int(rest.split(":n")[1])
+            seq = [s for s in d.sequences if s.trait == trait[:-1] and s.ordering == o][0]
+            for k in range(n):
+                i = seq.items[k]
+                a = probes.matching_option[i] if pole == "+" else 1 - probes.matching_option[i]
+                expect[items.index(probes.items.ids[i]), a] += 1
+        np.testing.assert_array_equal(data.icl.icl_evidence[c], expect)
+        assert not data.icl.sft_evidence[c].any()
+    # SFT evidence by hand: times each episode was seen, on its pole's answer
+    for c, name in enumerate(data.sft.conditions):
+        if name == "base":
+            continue
+        pole, step = name[3], int(name.split(":k")[1])
+        expect = np.zeros((len(items), 2), dtype=int)
+        for e, i in enumerate(d.sft_train):
+            a = probes.matching_option[i] if pole == "+" else 1 - probes.matching_option[i]
+            expect[items.index(probes.items.ids[i]), a] += sft.evidence[(pole, 0, step)][e]
+        np.testing.assert_array_equal(data.sft.sft_evidence[c], expect)
+    assert [t for c, t in zip(data.sft.conditions, data.sft.condition_type) if c != "base"] == \
+        [f"sft-k{c.split(':k')[1]}" for c in data.sft.conditions if c != "base"]
+    assert set(data.icl.condition_type) == {"base"} | {f"icl-n{n}" for n in d.n_values[1:]}
+    # cross rows: appended last, measured on the SFT trait's evaluation items only
+    assert data.n_cross == 2 * (probes.trait[d.eval_idx] == d.sft_trait).sum()
+    tail = data.rows["cross"].tail(data.n_cross)
+    assert set(tail["kind"]) == {"cross"} and set(tail["item_trait"]) == {d.sft_trait}
+
+
+def test_grouped_loo_sums_measurements_by_item():
+    import arviz as az
+
+    from psm_bayes.experiments.fits import grouped_loo
+
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(4), 3)
+    # measurements of one item share a per-draw item effect, as repeated conditions of an item do
+    ll = -1 + rng.normal(0, 0.6, size=(2, 200, 4))[..., groups] + rng.normal(0, 0.1, size=(2, 200, 12))
+    sd = rng.gamma(2, size=(2, 200))
+    dt = az.from_dict({"posterior": {"logodds_sd": sd}, "log_likelihood": {"logodds": ll}},
+                      dims={"logodds": ["measurement"]})
+    g = grouped_loo(dt, groups)
+    # by hand: sum the three measurements of each item per draw, then PSIS-LOO on 4 terms
+    summed = np.stack([ll[..., groups == k].sum(-1) for k in range(4)], -1)
+    ref = az.loo(az.from_dict({"posterior": {"logodds_sd": sd}, "log_likelihood": {"y": summed}}),
+                 pointwise=True)
+    assert g["elpd"] == pytest.approx(float(ref.elpd), rel=1e-6)
+    assert len(g["elpd_i"]) == 4 and g["pareto_k"].shape == (4,)
+    # row-wise LOO is a different (wrong) number here: it leaves out one measurement, not one item
+    row = az.loo(dt, pointwise=True)
+    assert abs(float(row.elpd) - g["elpd"]) > 0.05
 
 
 def test_persona_separation_and_compact_fit(tmp_path):
@@ -143,134 +252,101 @@ def test_persona_separation_and_compact_fit(tmp_path):
     assert az.loo(back).elpd == pytest.approx(az.loo(dt).elpd, rel=0.01)
 
 
-def test_build_icl_data_shot_loglik_and_curves():
-    import pandas as pd
-    import xarray as xr
-
-    traits = ["honesty", "humour"]
-    probes = load_probes(traits)
-    ev, tr = design.split_probes(probes, traits, 2, seed=0)
-    seqs = design.shot_sequences(probes, tr, traits, 2, 1, seed=0)
-    used = np.unique(np.concatenate([ev] + [s.items for s in seqs]))
-    rng = np.random.default_rng(0)
-    K = 3
-    Lv = log_softmax(rng.normal(size=(K, len(used), 2)), axis=-1)
-    L = xr.DataArray(Lv, dims=("persona", "item", "option"),
-                     coords={"persona": ["a", "b", "c"], "item": [probes.items.ids[i] for i in used]})
-    rows = []
-    for seq, n in [(None, 0)] + [(s, n) for s in seqs for n in (1, 2)]:
-        for i in ev:
-            rows.append({"shot_trait": "" if seq is None else seq.trait, "ordering": -1 if seq is None else 0,
-                         "n_shots": n, "item": int(i), "item_id": probes.items.ids[i],
-                         "item_trait": probes.trait[i], "target_option": int(probes.matching_option[i]),
-                         "nll": 0.5})
-    data = icl.build_icl_data(pd.DataFrame(rows), seqs, probes, L, np.full(K, 1 / K))
-    assert data.curves == ("honesty->honesty", "honesty->humour", "humour->honesty", "humour->humour")
-    assert len(data) == 2 * len(ev) + 2 * 2 * len(ev)
-    col = {probes.items.ids[i]: j for j, i in enumerate(used)}
-    s = seqs[0]
-    expect = Lv[:, col[probes.items.ids[s.items[0]]], s.answers[0]] + Lv[:, col[probes.items.ids[s.items[1]]], s.answers[1]]
-    r = np.flatnonzero((np.array(data.curve) == "honesty->humour") & (data.n_shots == 2))[0]
-    np.testing.assert_allclose(data.shot_loglik[r], expect)
-    assert np.all(data.shot_loglik[data.n_shots == 0] == 0)
-
-
 def test_config_validation_and_cli_flags():
     from psm_bayes.cli import build_parser
     from psm_bayes.cli.run import config_from_args
-    from psm_bayes.experiments.pipeline import ExperimentConfig
 
     with pytest.raises(ValueError, match="sft_trait"):
         ExperimentConfig(traits=("honesty",), sft_trait="humour")
     args = build_parser().parse_args(["run", "--out", "x", "--quick", "--traits", "honesty,empathy",
-                                      "--max-shots", "4", "--sft-seeds", "3", "--sft-trait", "empathy"])
+                                      "--max-shots", "4", "--sft-seeds", "3", "--sft-trait", "empathy",
+                                      "--models", "gemma3-270m", "--sft-steps", "8"])
     cfg = config_from_args(args)
     assert cfg.traits == ("honesty", "empathy") and cfg.max_shots == 4 and cfg.sft.seeds == (0, 1, 2)
-    assert cfg.trained_trait == "empathy" and cfg.probes_per_trait == ExperimentConfig.quick().probes_per_trait
+    assert cfg.trained_trait() == "empathy" and cfg.models == ("gemma3-270m",)
+    assert cfg.sft_checkpoints == (2, 4, 8) and cfg.sft.steps == 8
     assert config_from_args(build_parser().parse_args(["run", "--out", "x"])) == ExperimentConfig()
-    cfg = config_from_args(build_parser().parse_args(["run", "--out", "x", "--persona-context", "both",
-                                                      "--persona-examples", "4"]))
-    assert cfg.persona_context == "both" and cfg.persona_examples == 4
+    cfg = config_from_args(build_parser().parse_args(["run", "--out", "x", "--probes", "/some/dir"]))
+    assert cfg.probes_dir == "/some/dir" and cfg.traits is None
     with pytest.raises(ValueError, match="persona_context"):
         ExperimentConfig(persona_context="bogus")
     with pytest.raises(ValueError, match="persona_examples"):
-        ExperimentConfig(persona_examples=0)
+        ExperimentConfig(persona_examples=3)
+    with pytest.raises(ValueError, match="null_models"):
+        ExperimentConfig(null_models=("nope",))
 
 
 # ---------------------------------------------------------------- real model
-@pytest.mark.llm
-def test_next_token_scorer_matches_general_scorer(gemma):
-    from psm_bayes.llm.nexttoken import NextTokenScorer
-    from psm_bayes.llm import Scorer
-    from psm_bayes.llm.prompts import fewshot_context, item_text
-
-    probes = load_probes(["honesty"], n_per_trait=6)
-    ctx = fewshot_context([(probes.items.prompts[0], " Yes"), (probes.items.prompts[1], " No")])
-    texts = [ctx + item_text(p) for p in probes.items.prompts[2:]] + [item_text(probes.items.prompts[0])]
-    fast = NextTokenScorer(gemma.model, gemma.tokenizer, batch_size=3).score(texts)
-    ref = Scorer(gemma, batch_size=4).score_pairs([t for t in texts for _ in range(2)], [" Yes", " No"] * len(texts))
-    np.testing.assert_allclose(fast, np.array([s.logp for s in ref]).reshape(-1, 2), atol=2e-4)
+ANTHROPIC = "/work/shared/data/anthropic-persona"
 
 
 @pytest.mark.llm
-def test_lora_shifts_trained_items_toward_trained_answer(gemma):
-    from psm_bayes.experiments.design import sft_examples
-    from psm_bayes.experiments.finetune import SFTSettings, measure_sft
+def test_screening_on_anthropic_persona_files(gemma, tmp_path):
+    import os
 
-    traits = ["honesty"]
-    probes = load_probes(traits)
-    ev, tr = design.split_probes(probes, traits, 4, seed=0)
-    train = sft_examples(probes, tr, "honesty", 8, seed=0)
-    before = {n: p.detach().clone() for n, p in list(gemma.model.named_parameters())[:3]}
-    df, info = measure_sft(gemma, probes, train, np.concatenate([ev, train]),
-                           SFTSettings(steps=8, batch_size=8, lr=1e-3, seeds=(0,)), progress=False)
-    trained = df[df["trained"]]
-    # every trained item moves toward its trained answer (Yes for some items, No for others)
-    assert (trained["shift"] > 0).all() and trained["shift"].mean() > 1.0, trained[["before", "after", "shift"]]
-    assert len(info["losses"][0]) == 8 and info["losses"][0][-1] < info["losses"][0][0]
-    # the shared base model is untouched (the adapter went into a deep copy)
+    from psm_bayes.experiments import screening
+
+    if not os.path.isdir(ANTHROPIC):
+        pytest.skip("no Anthropic persona files here")
+    src = screening.probe_source(ANTHROPIC, ("agreeableness", "extraversion"))
+    assert src.spec.personas.ids == ("agreeableness+", "agreeableness-", "extraversion+", "extraversion-")
+    res = screening.screen_traits(gemma, src, n_items=4, n_examples=4, keep=1, threshold=-100.0, seed=0,
+                                  cache_dir=tmp_path)
+    assert set(res.table.index) == {"agreeableness", "extraversion"} and len(res.traits) == 1
+    assert res.table.loc[res.traits[0], "separation"] == res.table["separation"].max()
+    assert len(res.probes) == len(src.probes) - 2 * (4 + 4)          # screened statements are gone
+    with pytest.raises(ValueError, match="screening"):                # an impossible threshold picks nothing
+        screening.screen_traits(gemma, src, n_items=4, n_examples=4, keep=1, threshold=100.0, seed=0,
+                                cache_dir=tmp_path)
+
+
+@pytest.mark.llm
+def test_lora_checkpoints_move_trained_items_and_count_episodes(gemma):
+    from psm_bayes.experiments.finetune import SFTSettings, lora_finetune
+    from psm_bayes.experiments.scoring import matching_logodds, option_scorer
+    from psm_bayes.probes import OPTIONS
+
+    probes = load_probes(["honesty"], n_per_trait=4)
+    texts = [gemma.format.item_text(p) for p in probes.items.prompts]
+    answers = [OPTIONS[m] for m in probes.matching_option]
+    before = matching_logodds(option_scorer(gemma, autocast=True).score(texts), probes.matching_option)
+    got = {}
+
+    def measure(pm, step, seen):
+        got[step] = (matching_logodds(option_scorer(gemma, model=pm, autocast=True).score(texts),
+                                      probes.matching_option), seen)
+
+    params = {n: p.detach().clone() for n, p in list(gemma.model.named_parameters())[:3]}
+    _, losses = lora_finetune(gemma.model, gemma.tokenizer, texts, answers, seed=0, checkpoints=(2, 4),
+                              on_checkpoint=measure, settings=SFTSettings(steps=4, batch_size=4, seeds=(0,)))
+    assert sorted(got) == [2, 4] and len(losses) == 4
+    assert got[2][1].tolist() == [2, 2, 2, 2] and got[4][1].tolist() == [4, 4, 4, 4]   # each epoch sees all 4
+    assert (got[4][0] - before > 0).all(), (before, got[4][0])      # every trained item moves toward its answer
     for n, p in list(gemma.model.named_parameters())[:3]:
-        assert torch_equal(p, before[n])
-    assert not any("lora" in n for n, _ in gemma.model.named_parameters())
-
-
-def torch_equal(a, b) -> bool:
-    import torch
-
-    return bool(torch.equal(a, b))
+        assert bool((p == params[n]).all())                           # the shared model is untouched
 
 
 @pytest.mark.llm
-def test_pipeline_end_to_end_quick(gemma, tmp_path):
-    from psm_bayes.experiments.pipeline import ExperimentConfig, run_experiment
-    from psm_bayes.io import load_datatree
+def test_pipeline_end_to_end_tiny(gemma, tmp_path):
+    from psm_bayes.experiments.pipeline import run_experiment
 
-    cfg = ExperimentConfig.quick(num_warmup=60, num_samples=60, dtype="float32")
-    res = run_experiment(cfg, tmp_path, progress=False, loaded=gemma, loaded_fp32=gemma)
-    out = tmp_path
-    assert (out / "report.md").is_file() and "Diagnostics" in (out / "report.md").read_text()
-    r = json.loads((out / "results.json").read_text())
-    assert set(r["diagnostics"]) == {"psm_icl", "bayesian_icl_law", "power_law", "bounded_power_law",
-                                     "psm_sft", "null_sft", "psm_joint"}
-    for name in r["diagnostics"]:
-        dt = load_datatree(out / "fits" / f"{name}.nc")
-        assert "posterior" in dt.children
-    assert set(r["icl"]["extrapolation"]) == set(r["icl"]["loo"]) and "psm_icl" in r["icl"]["loo"]
-    for key in ("beta_icl", "beta_sft", "authorial_bias"):
-        assert np.isfinite(r["joint"][key]["mean"])
-    for png in ("prior", "icl_curves", "sft_shifts", "joint_posteriors"):
-        assert (out / "plots" / f"{png}.png").stat().st_size > 1000
-    assert np.isclose(sum(r["prior"]["weights"].values()), 1.0)
-    assert set(r["persona_separation"]) == {"fewshot", "description", "both"}
-    assert "Persona separation" in (out / "report.md").read_text()
-    assert len(res.icl.data) == len(res.icl.measurements[res.icl.measurements.n_shots > 0]) + \
-        len(cfg.traits) * (res.icl.measurements.n_shots == 0).sum()
-    # the LLM measurements are cached: a second measurement pass never calls the model
-    probes = load_probes(cfg.traits)
-    ev, tr_all = design.split_probes(probes, cfg.traits, cfg.probes_per_trait, cfg.seed)
-    _, tr = design.reserve_persona_examples(probes, tr_all, cfg.traits, cfg.persona_examples, cfg.seed)
-    seqs = design.shot_sequences(probes, tr, cfg.traits, cfg.max_shots, cfg.orderings, cfg.seed)
-    no_model = types.SimpleNamespace(model=None, tokenizer=gemma.tokenizer, key=gemma.key)
-    again = icl.measure_icl(no_model, probes, ev, seqs, design.shot_counts(cfg.max_shots),
-                            cache_dir=out / "cache" / "icl", progress=False)
-    np.testing.assert_allclose(again["nll"].to_numpy(), res.icl.measurements["nll"].to_numpy())
+    cfg = ExperimentConfig.quick(probes_per_trait=2, prior_items=2, persona_examples=2, max_shots=2,
+                                 sft_examples=2, sft_checkpoints=(1, 2), sft_batch_size=2,
+                                 null_models=("response_bias",), num_warmup=60, num_samples=60, num_chains=1,
+                                 models=("gemma3-270m",), dtype="float32")
+    res = run_experiment(cfg, tmp_path, progress=False, loaded={"gemma3-270m": gemma},
+                         loaded_fp32={"gemma3-270m": gemma})
+    r = json.loads((tmp_path / "results.json").read_text())
+    assert (tmp_path / "criteria.md").stat().st_mtime <= (tmp_path / "report.md").stat().st_mtime
+    assert [c["name"] for c in r["criteria"]][:2] == ["label_balance", "icl_contrast"]
+    assert all(set(c) >= {"name", "statement", "passed"} for c in r["criteria"])
+    assert r["design"]["label_balance"]["all"] == 0.5
+    for key in ("icl", "sft"):
+        assert set(r[key]["compare"]["rows"]) == {"persona_selection", "response_bias"}
+        assert "leave-one-item-out" in r[key]["compare"]["method"]
+    assert all("pareto_k_bad" in r["diagnostics"][f"icl/{m}"] for m in ("persona_selection", "response_bias"))
+    assert "prior_data_conflict" in r and set(r["cross_prediction"]["rmse"]) == {"persona_selection",
+                                                                                "response_bias"}
+    run = res.runs["gemma3-270m"]
+    assert len(run.icl.contrasts) == len(cfg.traits) * len(res.design.eval_idx)     # one per (trait, n=2, item)
+    assert "Pre-stated criteria" in (tmp_path / "report.md").read_text()

@@ -48,8 +48,14 @@ def register(subparsers: Any) -> None:
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None, help="scoring dtype (default bfloat16)")
     p.add_argument("--threads", type=options.positive_int, default=None, help="torch threads (default 1)")
     p.add_argument("--seed", type=options.nonneg_int, default=None, help="seed of splits, shots and fits (default 0)")
-    p.add_argument("--table-method", choices=("fast", "scorer"), default=None,
-                   help="persona-table scorer (default fast: shared-prefix next-token scoring)")
+    p.add_argument("--models", default=None, metavar="A,B",
+                   help="comma-separated models to compare (registry names, .gguf files or model folders; "
+                        "default gemma3-270m,smollm2-135m-instruct)")
+    p.add_argument("--probes", dest="probes_dir", default=None, metavar="DIR",
+                   help="folder of Anthropic model-written-evals persona *.jsonl files (without --traits: "
+                        "the screening stage picks the traits the first model separates)")
+    p.add_argument("--screen-traits", type=options.positive_int, default=None, metavar="N",
+                   help="traits kept by the screening stage (default 5)")
     p.add_argument("--persona-context", choices=("fewshot", "description", "both"), default=None,
                    help="persona form in the persona table: k example answers by the persona (default "
                         "fewshot), its description preamble, or both")
@@ -64,7 +70,7 @@ _FLAGS = {"probes_per_trait": "probes_per_trait", "max_shots": "max_shots", "ord
           "sft_trait": "sft_trait", "sft_examples": "sft_examples", "sft_steps": "sft_steps",
           "sft_seeds": "sft_seeds", "sft_lr": "sft_lr", "num_samples": "num_samples", "num_warmup": "num_warmup",
           "num_chains": "num_chains", "model": "model", "dtype": "dtype", "threads": "threads", "seed": "seed",
-          "table_method": "table_method", "persona_context": "persona_context",
+          "probes_dir": "probes_dir", "screen_traits": "screen_traits", "persona_context": "persona_context",
           "persona_examples": "persona_examples", "target_accept": "target_accept"}
 
 
@@ -75,6 +81,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
     over = {field: getattr(args, flag) for flag, field in _FLAGS.items() if getattr(args, flag) is not None}
     if args.traits:
         over["traits"] = tuple(t.strip() for t in args.traits.split(",") if t.strip())
+    if args.models:
+        over["models"] = tuple(m.strip() for m in args.models.split(",") if m.strip())
     return ExperimentConfig.quick(**over) if args.quick else ExperimentConfig.build(**over)
 
 
@@ -92,7 +100,7 @@ def _main(args: argparse.Namespace) -> int:
         cfg = config_from_args(args)
     except ValueError as err:  # config messages start with the field name: say which flag sets it
         field, sep, rest = str(err).partition(":")
-        if sep and (field in _FLAGS or field == "traits"):
+        if sep and (field in _FLAGS or field in ("traits", "models")):
             raise UsageError(_flag(field), rest.strip()) from err
         raise
     out = io.prepare_output_dir(args.out, command="run", resume=True)
@@ -102,9 +110,6 @@ def _main(args: argparse.Namespace) -> int:
     r = res.results
     if not args.quiet:
         print(f"report: {res.out_dir / 'report.md'}  ({r['timings'].get('total', float('nan')):.0f} s)")
-        loo = r["icl"]["loo"]
-        best = min(loo, key=lambda n: loo[n]["rank"])
-        print(f"ICL best by LOO: {best}; SFT psm_sft r = {r['sft']['correlation']['psm_sft']['mean']:.3f}; "
-              f"joint beta_icl {r['joint']['beta_icl']['mean']:.3g}, beta_sft {r['joint']['beta_sft']['mean']:.3g}, "
-              f"authorial_bias {r['joint']['authorial_bias']['mean']:.3g}")
+        for c in r["criteria"]:
+            print(f"{c['model']}: {c['name']}: {({True: 'pass', False: 'FAIL', None: 'n/a'})[c['passed']]}")
     return 0

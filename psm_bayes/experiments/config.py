@@ -16,18 +16,21 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from psm_bayes.experiments.finetune import SFTSettings
-from psm_bayes.experiments.fits import FitSettings
+from psm_bayes.experiments.fits import NULLS, FitSettings
 
 DEFAULT_TRAITS: tuple[str, ...] = ("honesty", "sycophancy", "power-seeking", "humour", "empathy")
-"""Traits of the default run (the first is also the default SFT trait)."""
+"""Traits of the default run on the shipped probes (the first is also the default SFT trait)."""
+
+DEFAULT_MODELS: tuple[str, ...] = ("gemma3-270m", "smollm2-135m-instruct")
+"""Models of the default run (:mod:`psm_bayes.llm.registry`): a base model and a post-trained Assistant."""
 
 
 _ROUTED: dict[str, tuple[str, str]] = {
-    "sft_steps": ("sft", "steps"), "sft_batch_size": ("sft", "batch_size"), "sft_lr": ("sft", "lr"),
+    "sft_batch_size": ("sft", "batch_size"), "sft_lr": ("sft", "lr"),
     "lora_rank": ("sft", "rank"), "sft_seeds": ("sft", "seeds"),
     "num_warmup": ("fit", "num_warmup"), "num_samples": ("fit", "num_samples"), "num_chains": ("fit", "num_chains"),
     "target_accept": ("fit", "target_accept"), "refit_unconverged": ("fit", "refit_unconverged"),
-    "extrapolation_fraction": ("fit", "extrapolation_fraction"),
+    "logodds_df": ("fit", "logodds_df"),
     "saved_loglik_draws": ("fit", "saved_loglik_draws"), "saved_predictive_draws": ("fit", "saved_predictive_draws"),
 }
 """Flat setting names (CLI flags, :meth:`ExperimentConfig.build`) -> (group, field) of the nested settings."""
@@ -42,24 +45,42 @@ class ExperimentConfig:
 
     Parameters
     ----------
-    traits : tuple of str
-        Probe traits (personas: both poles of each).
+    traits : tuple of str, optional
+        Probe traits (personas: both poles of each).  Default: the shipped
+        :data:`DEFAULT_TRAITS`; with ``probes_dir``, the traits the screening
+        stage picks.
+    probes_dir : str, optional
+        Folder of Anthropic model-written-evals persona JSONL files to use
+        instead of the shipped probes (few-shot personas only).
+    screen_traits : int
+        With ``probes_dir`` and no ``traits``: how many traits the screening
+        stage keeps (the best-separating ones that pass its threshold).
+    screen_items : int
+        Statements per trait scored by the screening stage (never used again).
+    screen_threshold : float
+        A trait passes screening when its bias-cancelled separation (mean
+        t+ minus t- log-odds of the matching answer, nats) exceeds both this
+        and 2 standard errors.
     probes_per_trait : int
-        Held-out evaluation statements per trait (the rest is the training pool).
+        Held-out evaluation statements per trait.
+    prior_items : int
+        Statements per trait whose neutral answers fit the pre-training prior
+        (EM); used for nothing else.
     max_shots : int
-        Largest number of in-context examples; counts 0, 1, 2, 4, ... up to it.
+        Largest number of in-context examples (even); counts 0, 2, 4, 8, ...
+        up to it, each prefix label-balanced.
     orderings : int
-        Shot orderings (seeded sequences) per trait.
+        Shot sequences (different statements / orders) per trait.
     sft_trait : str, optional
-        Trait whose positive pole is fine-tuned (default: the first trait).
+        Trait fine-tuned, once per pole (default: the first trait).
     sft_examples : int
-        Training episodes (at most the trait's training pool).
-    sft_probe_trained : int
-        Training items also measured (rows with ``trained=True``).
+        SFT episodes (even; half the matching answers Yes).
+    sft_checkpoints : tuple of int
+        Optimiser steps at which the fine-tuned models are measured (the
+        dose-response grid; the last is the number of steps trained).
     persona_examples : int
-        ``k``: statements per trait reserved from the training pool as the
-        few-shot personas' examples (never ICL shots, SFT episodes, held-out
-        or table items), in every persona form.
+        ``k`` (even): statements per trait that define the few-shot personas
+        (half the matching answers Yes), never scored anywhere.
     seed : int
         Seed of splits, shot sequences and fits.
     persona_context : {"fewshot", "description", "both"}
@@ -74,8 +95,9 @@ class ExperimentConfig:
         EM pseudo-count (keeps every prior weight positive).
     table_method : {"fast", "scorer"}
         Persona-table scorer (:func:`psm_bayes.experiments.persona_table.score_persona_table`).
-    model : str, optional
-        Model name or path (default: the embedded Gemma 3 270M base).
+    models : tuple of str
+        Models to run, each a registry name, a ``.gguf`` or a model directory
+        (default :data:`DEFAULT_MODELS`); the report compares them.
     dtype : str
         Scoring dtype (``bfloat16`` or ``float32``); SFT always trains a
         float32 copy under bf16 autocast.
@@ -83,20 +105,29 @@ class ExperimentConfig:
         Torch threads.
     batch_size : int
         Prompts per forward pass.
+    criteria_se : float
+        How many standard errors a pre-stated comparison criterion needs.
+    null_models : tuple of str
+        Catalogued nulls fitted and compared with ``persona_selection``.
     sft : SFTSettings
         LoRA settings (flat names ``sft_steps``, ``sft_batch_size``, ``sft_lr``,
-        ``lora_rank``, ``sft_seeds``).
+        ``lora_rank``, ``sft_seeds``); ``steps`` is set to the last checkpoint.
     fit : FitSettings
         NUTS settings (flat names ``num_warmup``, ``num_samples``, ...).
     """
 
-    traits: tuple[str, ...] = DEFAULT_TRAITS
+    traits: tuple[str, ...] | None = None
+    probes_dir: str | None = None
+    screen_traits: int = 5
+    screen_items: int = 8
+    screen_threshold: float = 0.1
     probes_per_trait: int = 8
+    prior_items: int = 4
     max_shots: int = 8
-    orderings: int = 2
+    orderings: int = 1
     sft_trait: str | None = None
-    sft_examples: int = 24
-    sft_probe_trained: int = 8
+    sft_examples: int = 12
+    sft_checkpoints: tuple[int, ...] = (4, 8, 16)
     persona_examples: int = 8
     seed: int = 0
     persona_context: str = "fewshot"
@@ -104,43 +135,82 @@ class ExperimentConfig:
     description_index: int = 0
     prior_pseudo_count: float = 1.0
     table_method: str = "fast"
-    model: str | None = None
+    models: tuple[str, ...] = DEFAULT_MODELS
     dtype: str = "bfloat16"
     threads: int = 1
     batch_size: int = 16
-    sft: SFTSettings = SFTSettings(steps=24)
+    criteria_se: float = 2.0
+    null_models: tuple[str, ...] = NULLS
+    sft: SFTSettings = SFTSettings(steps=16, seeds=(0, 1, 2))
     fit: FitSettings = FitSettings()
 
     def __post_init__(self) -> None:
         from psm_bayes.experiments.persona_table import PERSONA_CONTEXTS
 
-        object.__setattr__(self, "traits", tuple(self.traits))
-        if not self.traits:
-            raise ValueError("traits: expected at least one trait")
-        if self.sft_trait is not None and self.sft_trait not in self.traits:
-            raise ValueError(f"sft_trait: {self.sft_trait!r} is not one of traits {self.traits}")
-        for name in ("probes_per_trait", "max_shots", "orderings", "sft_examples", "threads", "batch_size"):
+        if self.traits is None and self.probes_dir is None:
+            object.__setattr__(self, "traits", DEFAULT_TRAITS)
+        if self.traits is not None:
+            object.__setattr__(self, "traits", tuple(self.traits))
+            if not self.traits:
+                raise ValueError("traits: expected at least one trait")
+            if self.sft_trait is not None and self.sft_trait not in self.traits:
+                raise ValueError(f"sft_trait: {self.sft_trait!r} is not one of traits {self.traits}")
+        object.__setattr__(self, "models", tuple(self.models))
+        object.__setattr__(self, "null_models", tuple(self.null_models))
+        unknown = sorted(set(self.null_models) - set(NULLS))
+        if unknown:
+            raise ValueError(f"null_models: unknown {unknown}; expected some of {NULLS}")
+        if not self.models:
+            raise ValueError("models: expected at least one model")
+        for name in ("probes_per_trait", "prior_items", "max_shots", "orderings", "sft_examples", "threads",
+                     "batch_size", "screen_traits", "screen_items"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)!r}")
+        for name in ("max_shots", "sft_examples", "screen_items", "probes_per_trait"):
+            if int(getattr(self, name)) % 2:
+                raise ValueError(f"{name}: expected an even number (label balance: half the matching answers "
+                                 f"Yes), got {getattr(self, name)!r}")
+        cps = tuple(int(c) for c in self.sft_checkpoints)
+        if not cps or min(cps) < 1 or list(cps) != sorted(set(cps)):
+            raise ValueError(f"sft_checkpoints: expected increasing positive step counts, got {self.sft_checkpoints!r}")
+        object.__setattr__(self, "sft_checkpoints", cps)
+        if self.sft.steps != cps[-1]:
+            object.__setattr__(self, "sft", replace(self.sft, steps=cps[-1]))
+        if self.probes_dir is not None and self.persona_context != "fewshot":
+            raise ValueError(f"persona_context: probes_dir has no persona descriptions; expected 'fewshot', "
+                             f"got {self.persona_context!r}")
+        if not self.criteria_se > 0:
+            raise ValueError(f"criteria_se: expected > 0, got {self.criteria_se!r}")
         if self.persona_context not in PERSONA_CONTEXTS:
             raise ValueError(f"persona_context: expected one of {PERSONA_CONTEXTS}, got {self.persona_context!r}")
-        if self.persona_examples < 0 or (self.persona_examples == 0 and self.persona_context != "description"):
-            raise ValueError(f"persona_examples: expected >= 1 for persona_context={self.persona_context!r}, "
+        if self.persona_examples < 2 or self.persona_examples % 2:
+            raise ValueError(f"persona_examples: expected an even number >= 2 (label balance), "
                              f"got {self.persona_examples}")
-        if self.sft_probe_trained < 0:
-            raise ValueError(f"sft_probe_trained: expected >= 0, got {self.sft_probe_trained}")
 
-    @property
-    def trained_trait(self) -> str:
-        """The SFT trait (``sft_trait`` or the first trait)."""
-        return self.sft_trait or self.traits[0]
+    def trained_trait(self, traits: tuple[str, ...] | None = None) -> str:
+        """The SFT trait: ``sft_trait``, else the first of ``traits`` (default the configured traits)."""
+        traits = traits or self.traits
+        if self.sft_trait is not None:
+            return self.sft_trait
+        if not traits:
+            raise ValueError("traits: not known before screening")
+        return traits[0]
 
     @classmethod
     def build(cls, **settings: Any) -> "ExperimentConfig":
         """A config from flat setting names (the CLI's), routing SFT and NUTS names into ``sft`` / ``fit``.
 
-        ``sft_seeds=n`` means seeds ``0 .. n-1``; ``lora_rank=r`` sets LoRA alpha ``2 r``.
+        ``sft_seeds=n`` means seeds ``0 .. n-1``; ``lora_rank=r`` sets LoRA alpha ``2 r``;
+        ``sft_steps=s`` (without ``sft_checkpoints``) measures at ``s/4, s/2, s``; ``model=m`` means
+        ``models=(m,)``.
         """
+        settings = dict(settings)
+        steps = settings.pop("sft_steps", None)
+        if steps is not None and "sft_checkpoints" not in settings:
+            settings["sft_checkpoints"] = tuple(sorted({max(1, int(steps) // 4), max(1, int(steps) // 2), int(steps)}))
+        model = settings.pop("model", None)
+        if model is not None:
+            settings["models"] = (model,)
         own = {k: v for k, v in settings.items() if k not in _ROUTED}
         groups: dict[str, dict] = {"sft": {}, "fit": {}}
         for k, v in settings.items():
@@ -160,24 +230,34 @@ class ExperimentConfig:
     @classmethod
     def quick(cls, **overrides: Any) -> "ExperimentConfig":
         """A tiny setting for tests (a couple of minutes on one core); flat names as in :meth:`build`."""
-        base = dict(traits=("honesty", "humour"), probes_per_trait=4, max_shots=2, orderings=1, sft_examples=8,
-                    sft_steps=8, sft_seeds=1, sft_probe_trained=2, persona_examples=4, num_warmup=150,
-                    num_samples=150, num_chains=2, refit_unconverged=False)
-        return cls.build(**{**base, **overrides})
+        base = dict(traits=("honesty", "humour"), probes_per_trait=4, prior_items=2, max_shots=4, sft_examples=8,
+                    sft_checkpoints=(4, 8), sft_seeds=1, persona_examples=4, screen_traits=2, screen_items=4,
+                    compare_persona_contexts=False, num_warmup=150, num_samples=150, num_chains=2,
+                    refit_unconverged=False)
+        return cls._over(base, overrides)
 
     @classmethod
     def small(cls, **overrides: Any) -> "ExperimentConfig":
         """A notebook-sized setting (a few minutes); flat names as in :meth:`build`."""
-        base = dict(traits=("honesty", "sycophancy", "humour"), probes_per_trait=6, max_shots=4, orderings=2,
-                    sft_examples=16, sft_steps=12, sft_seeds=1, sft_probe_trained=4, num_warmup=300,
+        base = dict(traits=("honesty", "sycophancy", "humour"), probes_per_trait=6, max_shots=4, sft_examples=8,
+                    sft_checkpoints=(4, 8), sft_seeds=2, models=DEFAULT_MODELS[:1], num_warmup=300,
                     num_samples=300, refit_unconverged=False)
+        return cls._over(base, overrides)
+
+    @classmethod
+    def _over(cls, base: dict, overrides: dict) -> "ExperimentConfig":
+        if "sft_steps" in overrides:          # the steps flag sets the checkpoints unless they are given
+            base = {k: v for k, v in base.items() if k != "sft_checkpoints"}
         return cls.build(**{**base, **overrides})
 
     def to_dict(self) -> dict:
         """Flat JSON-ready dict (the names :meth:`build` takes; ``sft_trait`` resolved)."""
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("sft", "fit")}
-        d["traits"] = list(self.traits)
-        d["sft_trait"] = self.trained_trait
+        d["traits"] = None if self.traits is None else list(self.traits)
+        d["models"] = list(self.models)
+        d["sft_checkpoints"] = list(self.sft_checkpoints)
+        d["null_models"] = list(self.null_models)
+        d["sft_steps"] = self.sft.steps
         for flat, (group, name) in _ROUTED.items():
             v = getattr(getattr(self, group), name)
             d[flat] = len(v) if flat == "sft_seeds" else v

@@ -1,17 +1,22 @@
-"""Stage 1 of the experiment: the design (which statements play which role), with no language model.
+"""Stage 1 of the experiment: the design (which statement plays which role), with no language model.
 
-Every probe statement of the chosen traits gets exactly one role:
+Every probe statement of a trait gets at most one role, drawn in this order
+(seeded, each pick label-balanced: half the statements' matching answer is
+Yes, half No):
 
-* **evaluation** items -- held out, measured under every condition
-  (:func:`split_probes`, ``probes_per_trait`` per trait, balanced Yes/No);
-* **persona examples** -- ``persona_examples`` statements per trait that
-  define the few-shot personas (:func:`reserve_persona_examples`), never
-  scored anywhere;
-* **ICL shots** -- :func:`shot_sequences`, from the rest of the training pool;
-* **SFT episodes** -- :func:`sft_examples`, from the same training pool.
+* **evaluation** items -- measured under every condition;
+* **prior** items -- their neutral answers fit the pre-training prior (EM);
+* **persona examples** -- define the few-shot personas ``t+`` / ``t-``
+  (same statements, opposite answers), never scored;
+* **ICL shots** -- ``max_shots`` statements per trait; each ordering is a
+  sequence of (matching-Yes, matching-No) pairs, so every even prefix is
+  label-balanced; ``t+`` shots give the matching answers, ``t-`` shots the
+  other answers on the identical statements;
+* **SFT episodes** -- ``sft_examples`` statements of the SFT trait, fine-tuned
+  once per pole (again identical statements, opposite answers).
 
-:func:`make_design` builds the frozen :class:`Design` and asserts that
-evaluation items and persona examples are disjoint from every other role.
+:class:`Design` asserts that the roles are disjoint and free of duplicates,
+and reports the label balance (``results["design"]["label_balance"]``).
 """
 
 from __future__ import annotations
@@ -22,72 +27,25 @@ from typing import Any, Sequence
 import numpy as np
 
 from psm_bayes.data import DataError
-from psm_bayes.probes import ProbeSet, balanced_pick
+from psm_bayes.probes import ProbeSet
 
 
-def split_probes(probes: ProbeSet, traits: Sequence[str], n_eval: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Held-out evaluation and training indices into ``probes``, per trait.
-
-    ``n_eval`` statements of each trait (half matching-Yes, half matching-No
-    where possible) are held out; the rest of that trait is the training pool.
-
-    Returns
-    -------
-    (numpy.ndarray, numpy.ndarray)
-        ``(eval_idx, train_idx)``, grouped by trait in ``traits`` order.
-    """
-    rng = np.random.default_rng([seed, 1])
-    ev, tr = [], []
-    for t in traits:
-        idx = np.flatnonzero(probes.trait == t)
-        if idx.size == 0:
-            raise DataError(f"traits: no probes for trait {t!r}")
-        if n_eval >= idx.size:
-            raise DataError(f"probes_per_trait: {n_eval} held out leaves no training statements for {t!r} "
-                            f"({idx.size} statements)")
-        pick = np.sort(balanced_pick(rng, idx, probes.matching_option, n_eval))
-        ev.append(pick)
-        tr.append(np.setdiff1d(idx, pick))
-    return np.concatenate(ev), np.concatenate(tr)
-
-
-def reserve_persona_examples(probes: ProbeSet, train_idx: np.ndarray, traits: Sequence[str], k: int,
-                             seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Set aside ``k`` training statements per trait as the few-shot personas' examples.
-
-    The reserved statements (half matching-Yes, half matching-No where
-    possible, in a seeded order) are removed from the training pool, so they
-    are never ICL shots, SFT episodes or held-out items -- i.e. never scored in
-    the persona table, whose items are exactly those.
-
-    Returns
-    -------
-    (numpy.ndarray, numpy.ndarray)
-        ``(reserved_idx, remaining_train_idx)``; ``reserved_idx`` is grouped by
-        trait in ``traits`` order, each group in prompt order.
-    """
-    if k < 0:
-        raise ValueError(f"persona_examples: expected >= 0, got {k}")
-    train_idx = np.asarray(train_idx, dtype=int)
-    if k == 0:
-        return np.zeros(0, dtype=int), train_idx
-    res = []
-    for ti, t in enumerate(traits):
-        pool = train_idx[probes.trait[train_idx] == t]
-        if pool.size <= k:
-            raise DataError(f"persona_examples: {k} reserved statements of {t!r} leave no training pool "
-                            f"({pool.size} training statements)")
-        rng = np.random.default_rng([seed, 4, ti])
-        res.append(rng.permutation(balanced_pick(rng, pool, probes.matching_option, k)))
-    reserved = np.concatenate(res)
-    return reserved, np.setdiff1d(train_idx, reserved)
+def _balanced(rng: np.random.Generator, pool: np.ndarray, match: np.ndarray, k: int, what: str,
+              trait: str) -> np.ndarray:
+    """``k`` statements of ``pool``, exactly half matching-Yes when ``k`` is even (error otherwise)."""
+    yes, no = pool[match[pool] == 0], pool[match[pool] == 1]
+    n_yes = (k + 1) // 2
+    if yes.size < n_yes or no.size < k - n_yes:
+        raise DataError(f"{what}: {k} label-balanced statements of {trait!r} need {n_yes} matching-Yes and "
+                        f"{k - n_yes} matching-No; only {yes.size} and {no.size} left (use fewer items per role)")
+    return np.concatenate([rng.choice(yes, n_yes, replace=False), rng.choice(no, k - n_yes, replace=False)])
 
 
 def shot_counts(max_shots: int) -> list[int]:
-    """``[0, 1, 2, 4, ...]`` doubling up to ``max_shots`` (which is always included)."""
-    if max_shots < 1:
-        raise ValueError(f"max_shots: expected >= 1, got {max_shots}")
-    out, n = [0], 1
+    """``[0, 2, 4, 8, ...]`` doubling from 2 up to ``max_shots`` (even, always included)."""
+    if max_shots < 2 or max_shots % 2:
+        raise ValueError(f"max_shots: expected an even number >= 2, got {max_shots}")
+    out, n = [0], 2
     while n < max_shots:
         out.append(n)
         n *= 2
@@ -97,7 +55,7 @@ def shot_counts(max_shots: int) -> list[int]:
 
 @dataclass(frozen=True)
 class ShotSequence:
-    """An ordered sequence of in-context examples consistent with one trait's positive pole.
+    """An ordered sequence of in-context statements of one trait (label-balanced in every even prefix).
 
     Attributes
     ----------
@@ -106,47 +64,27 @@ class ShotSequence:
         Ordering (seed) index.
     items : numpy.ndarray of int
         Probe indices of the shots, in prompt order.
-    answers : numpy.ndarray of int
-        Option index of each shot's answer (the matching answer).
+    matching : numpy.ndarray of int
+        Matching option of each shot; pole ``+`` answers ``matching``, pole ``-`` answers ``1 - matching``.
     """
 
     trait: str
     ordering: int
     items: np.ndarray
-    answers: np.ndarray
+    matching: np.ndarray
+
+    def answers(self, pole: str) -> np.ndarray:
+        """Option index answered by each shot under persona pole ``"+"`` or ``"-"``."""
+        if pole not in ("+", "-"):
+            raise ValueError(f"pole: expected '+' or '-', got {pole!r}")
+        return self.matching.copy() if pole == "+" else 1 - self.matching
 
 
-def shot_sequences(probes: ProbeSet, train_idx: np.ndarray, traits: Sequence[str], max_shots: int,
-                   orderings: int, seed: int) -> list[ShotSequence]:
-    """One shot sequence per (trait, ordering), from the trait's training pool (balanced, shuffled)."""
-    out = []
-    for ti, t in enumerate(traits):
-        pool = train_idx[probes.trait[train_idx] == t]
-        if pool.size < max_shots:
-            raise DataError(f"max_shots: {max_shots} shots need as many training statements of {t!r}; "
-                            f"only {pool.size} (lower probes_per_trait or max_shots)")
-        yes = pool[probes.matching_option[pool] == 0]
-        no = pool[probes.matching_option[pool] == 1]
-        for o in range(orderings):
-            rng = np.random.default_rng([seed, 2, ti, o])
-            n_yes = min(yes.size, (max_shots + int(rng.integers(2))) // 2)
-            n_no = min(no.size, max_shots - n_yes)
-            n_yes = max_shots - n_no
-            pick = np.concatenate([rng.choice(yes, n_yes, replace=False), rng.choice(no, n_no, replace=False)])
-            pick = rng.permutation(pick)
-            out.append(ShotSequence(t, o, pick, probes.matching_option[pick].copy()))
-    return out
-
-
-def sft_examples(probes: ProbeSet, train_idx: np.ndarray, trait: str, n_examples: int, seed: int) -> np.ndarray:
-    """``n_examples`` training statements of ``trait`` (balanced Yes/No where possible), as probe indices."""
-    pool = train_idx[probes.trait[train_idx] == trait]
-    if pool.size == 0:
-        raise DataError(f"sft_trait: no training statements for trait {trait!r}")
-    if n_examples > pool.size:
-        raise DataError(f"sft_examples: {n_examples} requested, only {pool.size} training statements of {trait!r}")
-    rng = np.random.default_rng([seed, 3])
-    return np.sort(balanced_pick(rng, pool, probes.matching_option, n_examples))
+def _sequence(rng: np.random.Generator, pool: np.ndarray, match: np.ndarray, trait: str, o: int) -> ShotSequence:
+    yes, no = rng.permutation(pool[match[pool] == 0]), rng.permutation(pool[match[pool] == 1])
+    pairs = [rng.permutation([a, b]) for a, b in zip(yes, no)]
+    items = np.concatenate(pairs).astype(int)
+    return ShotSequence(trait, o, items, match[items].copy())
 
 
 @dataclass(frozen=True)
@@ -156,75 +94,105 @@ class Design:
     Attributes
     ----------
     probes : ProbeSet
-        The probes of ``traits`` (all indices below point into it).
+        The probes (all indices below point into it).
     traits : tuple of str
     sft_trait : str
-    eval_idx : numpy.ndarray
-        Held-out evaluation items, grouped by trait.
-    persona_idx : numpy.ndarray
-        Persona examples (few-shot persona contexts), grouped by trait.
-    train_idx : numpy.ndarray
-        Training pool left after the persona examples (shots and SFT episodes come from it).
+    eval_idx, prior_idx, persona_idx : numpy.ndarray
+        Evaluation items, prior items and persona examples, grouped by trait
+        (persona examples in prompt order).
     sequences : tuple of ShotSequence
+        Shot sequences (one per trait and ordering).
     n_values : tuple of int
-        Shot counts.
+        Shot counts (0 first, all even).
     sft_train : numpy.ndarray
-        SFT episodes.
-    sft_probe : numpy.ndarray
-        Items measured before/after SFT (evaluation items, then a few trained items).
-    table_idx : numpy.ndarray
-        Items scored in the persona table (sorted union of evaluation items, shots and SFT episodes).
+        SFT episodes (statements of ``sft_trait``), in a fixed order.
     """
 
     probes: ProbeSet
     traits: tuple[str, ...]
     sft_trait: str
     eval_idx: np.ndarray
+    prior_idx: np.ndarray
     persona_idx: np.ndarray
-    train_idx: np.ndarray
     sequences: tuple[ShotSequence, ...]
     n_values: tuple[int, ...]
     sft_train: np.ndarray
-    sft_probe: np.ndarray
-    table_idx: np.ndarray
 
     def __post_init__(self) -> None:
-        ev = set(self.eval_idx.tolist())
-        shots = set(np.concatenate([s.items for s in self.sequences]).tolist()) if self.sequences else set()
-        roles = {"persona examples": set(self.persona_idx.tolist()), "ICL shots": shots,
-                 "SFT episodes": set(self.sft_train.tolist())}
+        roles = self.roles()
         for name, idx in roles.items():
-            if ev & idx:
-                raise DataError(f"design: {len(ev & idx)} evaluation items are also {name} (leakage)")
-        for name in ("ICL shots", "SFT episodes"):
-            if roles["persona examples"] & roles[name]:
-                raise DataError(f"design: persona examples are also {name} (leakage)")
-        if set(self.table_idx.tolist()) & roles["persona examples"]:
-            raise DataError("persona_examples: reserved persona examples are also scored items (leakage)")
+            if name != "ICL shots" and len(np.unique(idx)) != len(idx):
+                raise DataError(f"design: duplicated statements among the {name}")
+        names = list(roles)
+        for a in range(len(names)):
+            for b in range(a + 1, len(names)):
+                both = np.intersect1d(roles[names[a]], roles[names[b]])
+                if both.size:
+                    raise DataError(f"design: {both.size} statements are both {names[a]} and {names[b]} (leakage)")
+        for s in self.sequences:
+            m = s.matching
+            for n in self.n_values:
+                if n and (m[:n] == 0).sum() * 2 != n:
+                    raise DataError(f"design: the first {n} shots of {s.trait!r} ordering {s.ordering} are not "
+                                    f"label-balanced")
+
+    def roles(self) -> dict[str, np.ndarray]:
+        """Probe indices of each role (shots: the union over orderings)."""
+        shots = np.unique(np.concatenate([s.items for s in self.sequences])) if self.sequences else np.zeros(0, int)
+        return {"evaluation items": self.eval_idx, "prior items": self.prior_idx,
+                "persona examples": self.persona_idx, "ICL shots": shots, "SFT episodes": self.sft_train}
+
+    @property
+    def table_idx(self) -> np.ndarray:
+        """Items scored in the persona table: evaluation items, prior items, shots and SFT episodes."""
+        r = self.roles()
+        return np.unique(np.concatenate([r["evaluation items"], r["prior items"], r["ICL shots"],
+                                         r["SFT episodes"]]))
+
+    def label_balance(self) -> dict[str, float]:
+        """Fraction of Yes among the matching answers of each evidence role (0.5 = balanced)."""
+        m = self.probes.matching_option
+        shots = np.concatenate([s.matching for s in self.sequences])
+        parts = {"persona_examples": m[self.persona_idx], "shots": shots, "sft_episodes": m[self.sft_train]}
+        out = {k: float(np.mean(v == 0)) for k, v in parts.items()}
+        out["all"] = float(np.mean(np.concatenate(list(parts.values())) == 0))
+        return out
 
 
-def make_design(cfg: Any, probes: ProbeSet | None = None) -> Design:
-    """The :class:`Design` of an :class:`~psm_bayes.experiments.config.ExperimentConfig`.
+def make_design(cfg: Any, probes: ProbeSet, traits: Sequence[str]) -> Design:
+    """The :class:`Design` of an :class:`~psm_bayes.experiments.config.ExperimentConfig` on ``probes``.
 
     Parameters
     ----------
     cfg : ExperimentConfig
-    probes : ProbeSet, optional
-        Default: the shipped probes of ``cfg.traits``.
+    probes : ProbeSet
+        Statements available (screened statements already removed).
+    traits : sequence of str
+        The experiment's traits (``cfg.traits`` or the screening stage's pick).
     """
-    from psm_bayes.probes import load_probes
-
-    probes = load_probes(cfg.traits) if probes is None else probes
-    eval_idx, train_all = split_probes(probes, cfg.traits, cfg.probes_per_trait, cfg.seed)
-    # persona examples: reserved before anything else uses the training pool (never scored in the table)
-    persona_idx, train_idx = reserve_persona_examples(probes, train_all, cfg.traits, cfg.persona_examples, cfg.seed)
-    sequences = shot_sequences(probes, train_idx, cfg.traits, cfg.max_shots, cfg.orderings, cfg.seed)
-    sft_train = sft_examples(probes, train_idx, cfg.trained_trait, cfg.sft_examples, cfg.seed)
-    n_tr = min(cfg.sft_probe_trained, len(sft_train))
-    sft_probe = np.concatenate([eval_idx, sft_train[np.linspace(0, len(sft_train) - 1, n_tr).astype(int)]
-                                if n_tr else np.zeros(0, int)])
-    table_idx = np.unique(np.concatenate([eval_idx, sft_train] + [s.items for s in sequences]))
-    return Design(probes=probes, traits=tuple(cfg.traits), sft_trait=cfg.trained_trait, eval_idx=eval_idx,
-                  persona_idx=persona_idx, train_idx=train_idx, sequences=tuple(sequences),
-                  n_values=tuple(shot_counts(cfg.max_shots)), sft_train=sft_train, sft_probe=sft_probe,
-                  table_idx=table_idx)
+    traits = tuple(traits)
+    sft_trait = cfg.trained_trait(traits)
+    if sft_trait not in traits:
+        raise DataError(f"sft_trait: {sft_trait!r} is not one of the traits {traits}")
+    match = probes.matching_option
+    ev, pr, pe, seqs, sft = [], [], [], [], np.zeros(0, int)
+    for ti, t in enumerate(traits):
+        pool = np.flatnonzero(probes.trait == t)
+        if pool.size == 0:
+            raise DataError(f"traits: no probes for trait {t!r}")
+        rng = np.random.default_rng([cfg.seed, 1, ti])
+        picks = {}
+        for what, k in (("probes_per_trait", cfg.probes_per_trait), ("prior_items", cfg.prior_items),
+                        ("persona_examples", cfg.persona_examples), ("max_shots", cfg.max_shots)):
+            picks[what] = _balanced(rng, pool, match, k, what, t)
+            pool = np.setdiff1d(pool, picks[what])
+        ev.append(np.sort(picks["probes_per_trait"]))
+        pr.append(np.sort(picks["prior_items"]))
+        pe.append(rng.permutation(picks["persona_examples"]))
+        seqs += [_sequence(np.random.default_rng([cfg.seed, 2, ti, o]), picks["max_shots"], match, t, o)
+                 for o in range(cfg.orderings)]
+        if t == sft_trait:
+            sft = rng.permutation(_balanced(rng, pool, match, cfg.sft_examples, "sft_examples", t))
+    return Design(probes=probes, traits=traits, sft_trait=sft_trait, eval_idx=np.concatenate(ev),
+                  prior_idx=np.concatenate(pr), persona_idx=np.concatenate(pe), sequences=tuple(seqs),
+                  n_values=tuple(shot_counts(cfg.max_shots)), sft_train=sft)

@@ -1,48 +1,43 @@
-"""Fine-tuning experiment: LoRA SFT on one trait pole, and the shift it causes everywhere.
+"""Stage 4 of the experiment: LoRA SFT on each pole of one trait, as a dose-response.
 
 Design
 ------
-* **Episodes**: ``n_examples`` training statements of one trait (the SFT
-  trait's training pool, see :func:`psm_bayes.experiments.design.sft_examples`),
-  each formatted exactly as the probes are scored --
-  ``item_text(prompt) + answer`` -- and answered with the positive pole's
-  matching answer.  The loss is the cross-entropy of the answer token only
-  (a response-only SFT loss; the output layer runs at those positions only).
-* **LoRA**: rank ``r`` (default 8) on every attention and MLP projection,
-  AdamW, bf16 autocast on a float32 copy of the model, ``steps`` steps of
-  ``batch_size`` examples (reshuffled every epoch), one run per seed.  The
-  base model is deep-copied before the adapter is injected, so the caller's
-  model (and the dequantized model cached on disk) is never changed.
-* **Measurement**: log-odds of the matching answer,
-  ``logit p(match) = log p(match) - log p(other)`` (Yes/No), on the
-  held-out items of every chosen trait plus a few training items (marked
-  ``trained``), before (adapter off) and after SFT, with the same code path
-  (:class:`~psm_bayes.llm.nexttoken.NextTokenScorer`, bf16
-  autocast).  ``shift = after - before``, averaged over seeds.
+* **Episodes**: the design's SFT statements (label-balanced), formatted
+  exactly as the probes are scored (``neutral context + fmt.item_text(prompt) + answer``) and
+  answered as pole ``+`` (the matching answers) or pole ``-`` (the other
+  answers on the identical statements).  The loss is the cross-entropy of the
+  answer token only.
+* **LoRA**: rank ``r`` on every attention and MLP projection, AdamW, bf16
+  autocast on a deep copy of a float32 model (the caller's model is never
+  changed), one run per (pole, seed).
+* **Dose-response**: at each step count in ``checkpoints`` the adapted model
+  scores every evaluation item (condition ``sft<pole>:s<seed>:k<step>``), and
+  the exact number of times each episode has been trained on is recorded
+  (the SFT evidence counts).  Trained items are measured too, separately
+  (``trained_measurements``): they never enter a generalisation comparison.
+* **Cross-prediction conditions**: after the last step, the fine-tuned model
+  also answers the SFT trait's evaluation items after ``n`` shots of the
+  *opposite* pole (condition ``sft<pole>+icl<other>:s<seed>:o<o>:n<n>``):
+  how many shots undo the fine-tune.
 
-Results are cached per seed (``.npy``, keyed by the model, the episodes, the
-hyper-parameters and the probe prompts) so a rerun resumes.
-
-:func:`build_sft_data` assembles
-:class:`psm_bayes.models.sft_shift.SFTShiftData`: ``train_loglik[k]`` sums
-the persona table's ``L[k, train item, trained answer]`` (renormalised over
-Yes/No) once per training episode.
+Each (pole, seed) run is cached as ``.npy`` arrays keyed by the model, the
+episodes, the settings and every prompt, so a rerun resumes.
 """
 
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from psm_bayes.data import DataError
-from psm_bayes.experiments.persona_table import table_lookup
-from psm_bayes.probes import OPTIONS, ProbeSet
+from psm_bayes.experiments.design import Design
+from psm_bayes.experiments.icl import POLES, measurement_rows
+from psm_bayes.probes import OPTIONS
 
 LORA_TARGETS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 """Attention and MLP projections that receive LoRA adapters."""
@@ -96,8 +91,13 @@ def _encode_examples(tokenizer: Any, texts: Sequence[str], answers: Sequence[str
 
 
 def lora_finetune(model: Any, tokenizer: Any, texts: Sequence[str], answers: Sequence[str], *, seed: int,
-                  settings: SFTSettings, progress: bool = False) -> tuple[Any, list[float]]:
+                  settings: SFTSettings, checkpoints: Sequence[int] = (),
+                  on_checkpoint: Callable[[Any, int, np.ndarray], None] | None = None,
+                  progress: bool = False) -> tuple[Any, list[float]]:
     """LoRA-fine-tune a deep copy of ``model`` on ``text + answer`` episodes (loss on the answer token).
+
+    At each step count in ``checkpoints``, ``on_checkpoint(model, step, seen)`` is called with the
+    adapted model in eval mode and ``seen[e]``, how many times episode ``e`` has been trained on.
 
     Parameters
     ----------
@@ -108,6 +108,9 @@ def lora_finetune(model: Any, tokenizer: Any, texts: Sequence[str], answers: Seq
         Prompt (``item_text(...)``) and answer option text per episode.
     seed : int
     settings : SFTSettings
+    checkpoints : sequence of int
+        Steps at which ``on_checkpoint`` runs.
+    on_checkpoint : callable, optional
     progress : bool
 
     Returns
@@ -118,7 +121,7 @@ def lora_finetune(model: Any, tokenizer: Any, texts: Sequence[str], answers: Seq
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from psm_bayes.llm.forward import model_parts
+    from psm_bayes.llm.forward import model_device, model_parts, pad_right
 
     torch.manual_seed(seed)
     base = copy.deepcopy(model)
@@ -134,10 +137,12 @@ def lora_finetune(model: Any, tokenizer: Any, texts: Sequence[str], answers: Seq
     opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.0)
     data = _encode_examples(tokenizer, texts, answers)
     body, head, softcap = model_parts(pm)
+    device = model_device(pm)  # LoRA trains where the model lives (load_model(device=...))
     pad = int(tokenizer.pad_token_id or 0)
     rng = np.random.default_rng([seed, 4])
     order: list[int] = []
     losses = []
+    seen = np.zeros(len(data), dtype=np.int64)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -147,18 +152,15 @@ def lora_finetune(model: Any, tokenizer: Any, texts: Sequence[str], answers: Seq
         for _ in range(settings.steps):
             while len(order) < settings.batch_size:
                 order.extend(rng.permutation(len(data)).tolist())
-            batch, order = [data[i] for i in order[:settings.batch_size]], order[settings.batch_size:]
-            width = max(len(ids) for ids, _ in batch)
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for r, (seq, _) in enumerate(batch):
-                ids[r, :len(seq)] = torch.tensor(seq)
-                mask[r, :len(seq)] = 1
-            pos = torch.tensor([p - 1 for _, p in batch])
-            tgt = torch.tensor([seq[p] for seq, p in batch])
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+            picked, order = order[:settings.batch_size], order[settings.batch_size:]
+            np.add.at(seen, picked, 1)
+            batch = [data[i] for i in picked]
+            ids, mask = pad_right([seq for seq, _ in batch], pad, device)
+            pos = torch.tensor([p - 1 for _, p in batch], device=device)
+            tgt = torch.tensor([seq[p] for seq, p in batch], device=device)
+            with torch.autocast(device.type, dtype=torch.bfloat16):
                 hidden = body(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
-                logits = head(hidden[torch.arange(len(batch)), pos])
+                logits = head(hidden[torch.arange(len(batch), device=device), pos])
                 if softcap is not None:
                     logits = torch.tanh(logits / softcap) * softcap
             loss = torch.nn.functional.cross_entropy(logits.float(), tgt)
@@ -166,6 +168,10 @@ def lora_finetune(model: Any, tokenizer: Any, texts: Sequence[str], answers: Seq
             loss.backward()
             opt.step()
             losses.append(float(loss.detach()))
+            if len(losses) in checkpoints and on_checkpoint is not None:
+                pm.eval()
+                on_checkpoint(pm, len(losses), seen.copy())
+                pm.train()
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix_str(f"loss {losses[-1]:.3f}")
@@ -176,119 +182,16 @@ def lora_finetune(model: Any, tokenizer: Any, texts: Sequence[str], answers: Seq
     return pm, losses
 
 
-def _logodds(lp: np.ndarray, target: np.ndarray) -> np.ndarray:
-    rows = np.arange(lp.shape[0])
-    return lp[rows, target] - lp[rows, 1 - target]
+def sft_condition(pole: str, seed: int, step: int) -> str:
+    """The id of an SFT condition."""
+    return f"sft{pole}:s{seed}:k{step}"
 
 
-def measure_sft(loaded: Any, probes: ProbeSet, train_items: np.ndarray, probe_idx: np.ndarray,
-                settings: SFTSettings, *, cache_dir: str | Path | None = None, adapter_dir: str | Path | None = None,
-                batch_size: int = 16, progress: bool = True) -> tuple[pd.DataFrame, dict]:
-    """Run LoRA SFT per seed and measure the log-odds shift of every probe item.
-
-    Parameters
-    ----------
-    loaded : psm_bayes.llm.LoadedModel
-        Float32 model (trained under bf16 autocast).
-    probes : ProbeSet
-    train_items : array of int
-        Training episodes (probe indices), answered with the matching answer.
-    probe_idx : array of int
-        Measured items (held-out items of every trait, plus some training items).
-    settings : SFTSettings
-    cache_dir : path, optional
-        Per-seed result cache (resume).
-    adapter_dir : path, optional
-        Save each seed's adapter under ``adapter_dir/seed<k>`` (adapter weights only).
-    batch_size : int
-        Scoring batch.
-    progress : bool
-
-    Returns
-    -------
-    (pandas.DataFrame, dict)
-        Per (seed, item): ``seed``, ``item`` (probe index), ``item_id``,
-        ``item_trait``, ``trained``, ``target_option``, ``before``, ``after``,
-        ``shift``; and ``{"losses": {seed: [...]}, "seconds": {seed: s}}``.
-    """
-    from psm_bayes.experiments.icl import ArrayCache
-    from psm_bayes.llm.nexttoken import NextTokenScorer
-    from psm_bayes.llm import prompts
-
-    cache = ArrayCache(cache_dir)
-    texts = [prompts.item_text(probes.items.prompts[i]) for i in train_items]
-    answers = [OPTIONS[probes.matching_option[i]] for i in train_items]
-    probe_texts = [prompts.item_text(probes.items.prompts[i]) for i in probe_idx]
-    target = probes.matching_option[probe_idx].astype(int)
-    base_key = cache.key("sft-before-v1", loaded.key, probe_texts)
-    before_lp = cache.get(base_key)
-    if before_lp is None:
-        before_lp = NextTokenScorer(loaded.model, loaded.tokenizer, OPTIONS, batch_size=batch_size,
-                                    autocast=True).score(probe_texts)
-        cache.put(base_key, before_lp)
-    before = _logodds(before_lp, target)
-    trained_set = set(int(i) for i in train_items)
-    rows, info = [], {"losses": {}, "seconds": {}}
-    for seed in settings.seeds:
-        key = cache.key("sft-after-v1", loaded.key, texts, answers, asdict(settings) | {"seeds": None}, seed,
-                        probe_texts)
-        loss_key = key + "-loss"
-        after_lp, losses = cache.get(key), cache.get(loss_key)
-        if after_lp is None or losses is None:
-            t0 = time.perf_counter()
-            pm, loss_list = lora_finetune(loaded.model, loaded.tokenizer, texts, answers, seed=seed,
-                                          settings=settings, progress=progress)
-            after_lp = NextTokenScorer(pm, loaded.tokenizer, OPTIONS, batch_size=batch_size,
-                                       autocast=True).score(probe_texts)
-            if adapter_dir is not None:
-                pm.save_pretrained(str(Path(adapter_dir) / f"seed{seed}"))
-            del pm
-            losses = np.asarray(loss_list)
-            cache.put(key, after_lp)
-            cache.put(loss_key, losses)
-            info["seconds"][seed] = time.perf_counter() - t0
-        info["losses"][seed] = [float(x) for x in losses]
-        after = _logodds(after_lp, target)
-        for j, i in enumerate(probe_idx):
-            rows.append({"seed": seed, "item": int(i), "item_id": probes.items.ids[i],
-                         "item_trait": str(probes.trait[i]), "trained": int(i) in trained_set,
-                         "target_option": int(target[j]), "before": float(before[j]), "after": float(after[j]),
-                         "shift": float(after[j] - before[j])})
-    return pd.DataFrame(rows), info
+def cross_condition(pole: str, seed: int, ordering: int, n: int) -> str:
+    """The id of a fine-tune-then-opposite-shots condition."""
+    return f"sft{pole}+icl{'-' if pole == '+' else '+'}:s{seed}:o{ordering}:n{n}"
 
 
-def build_sft_data(measurements: pd.DataFrame, probes: ProbeSet, train_items: np.ndarray, loglik: Any,
-                   prior_weights: np.ndarray) -> Any:
-    """:class:`~psm_bayes.models.sft_shift.SFTShiftData` from :func:`measure_sft` output (shift averaged over seeds).
-
-    Parameters
-    ----------
-    measurements : pandas.DataFrame
-    probes : ProbeSet
-    train_items : array of int
-        The training episodes.
-    loglik : xarray.DataArray (persona, item, option)
-        Persona table renormalised over options, covering the probe and training items.
-    prior_weights : array (persona,)
-    """
-    from psm_bayes.models.sft_shift import SFTShiftData
-
-    Lv, col = table_lookup(loglik, probes)
-
-    agg = (measurements.groupby("item", sort=False)
-           .agg(item_id=("item_id", "first"), item_trait=("item_trait", "first"), trained=("trained", "first"),
-                target_option=("target_option", "first"), shift=("shift", "mean"))
-           .reset_index())
-    train_ll = sum(Lv[:, col(int(i)), int(probes.matching_option[i])] for i in train_items)
-    return SFTShiftData(item=tuple(agg["item_id"]), trait=tuple(agg["item_trait"]),
-                        target_loglik=np.stack([Lv[:, col(int(i)), :] for i in agg["item"]]),
-                        target_option=agg["target_option"].to_numpy(), train_loglik=np.asarray(train_ll),
-                        trained=agg["trained"].to_numpy(bool), prior_weights=np.asarray(prior_weights),
-                        shift=agg["shift"].to_numpy(float),
-                        personas=tuple(str(p) for p in loglik.coords["persona"].values))
-
-
-# ---------------------------------------------------------------- the stage
 @dataclass(frozen=True)
 class SFTStage:
     """Output of :func:`run_sft`.
@@ -296,35 +199,107 @@ class SFTStage:
     Attributes
     ----------
     measurements : pandas.DataFrame
-        :func:`measure_sft` rows (per seed and item).
-    info : dict
-        ``losses`` and ``seconds`` per seed.
-    data : SFTShiftData
-        :func:`build_sft_data` of the measurements.
+        Evaluation items under every SFT and cross condition: ``condition``,
+        ``kind`` (``sft``/``cross``), ``pole``, ``seed``, ``step``,
+        ``n_shots``, ``ordering``, ``item``, ..., ``logodds``.
+    trained_measurements : pandas.DataFrame
+        The same for the trained statements (descriptive only), with ``before``.
+    evidence : dict
+        ``(pole, seed, step) -> seen`` (times each episode was trained on).
+    losses : dict
+        ``"<pole>:s<seed>" -> [loss per step]``.
     """
 
     measurements: pd.DataFrame
-    info: dict
-    data: Any
+    trained_measurements: pd.DataFrame
+    evidence: dict
+    losses: dict
 
 
-def run_sft(loaded_fp32: Any, design: Any, personas: Any, settings: SFTSettings, *,
-            cache_dir: str | Path | None = None, adapter_dir: str | Path | None = None, batch_size: int = 16,
-            progress: bool = True) -> SFTStage:
-    """LoRA-fine-tune on the design's SFT episodes, measure the shifts and build the SFT data.
+def run_sft(loaded_fp32: Any, design: Design, settings: SFTSettings, checkpoints: Sequence[int], *,
+            cache_dir: str | Path | None = None, batch_size: int = 16, progress: bool = True) -> SFTStage:
+    """Fine-tune each pole with each seed and measure at every checkpoint (see the module docstring).
 
     Parameters
     ----------
     loaded_fp32 : psm_bayes.llm.LoadedModel
-        Float32 model.
+        Float32 model (trained under bf16 autocast).
     design : Design
-    personas : PersonaStage
     settings : SFTSettings
-    cache_dir, adapter_dir : path, optional
+        ``steps`` must equal the last checkpoint.
+    checkpoints : sequence of int
+    cache_dir : path, optional
     batch_size : int
     progress : bool
     """
-    meas, info = measure_sft(loaded_fp32, design.probes, design.sft_train, design.sft_probe, settings,
-                             cache_dir=cache_dir, adapter_dir=adapter_dir, batch_size=batch_size, progress=progress)
-    data = build_sft_data(meas, design.probes, design.sft_train, personas.loglik, personas.prior_weights)
-    return SFTStage(meas, info, data)
+    from psm_bayes.experiments.scoring import (ArrayCache, fewshot, matching_logodds, option_scorer, prompts_for,
+                                               score_cached)
+
+    if list(checkpoints) != sorted(set(checkpoints)) or checkpoints[-1] != settings.steps:
+        raise DataError(f"sft_checkpoints: expected increasing steps ending at {settings.steps}, got {checkpoints}")
+    fmt, probes = loaded_fp32.format, design.probes
+    cache = ArrayCache(cache_dir)
+    ev, tr = design.eval_idx, design.sft_train
+    m = probes.matching_option
+    eval_texts = prompts_for(fmt, fmt.neutral_context(), probes, ev)
+    tr_texts = prompts_for(fmt, fmt.neutral_context(), probes, tr)     # the episodes, as the probes are scored
+    cross_items = ev[probes.trait[ev] == design.sft_trait]
+    seqs = [s for s in design.sequences if s.trait == design.sft_trait]
+    ns = [n for n in design.n_values if n > 0]
+    before = matching_logodds(score_cached(option_scorer(loaded_fp32, autocast=True, batch_size=batch_size), cache,
+                                           "sft-before-v2", loaded_fp32.key, tr_texts), m[tr])
+    rows, trained_rows, evidence, losses = [], [], {}, {}
+    for pole in POLES:
+        answers = m[tr] if pole == "+" else 1 - m[tr]
+        other = "-" if pole == "+" else "+"
+        cross_texts = [prompts_for(fmt, fewshot(fmt, probes, s.items[:n], s.answers(other)[:n]), probes, cross_items)
+                       for s in seqs for n in ns]
+        for seed in settings.seeds:
+            key = cache.key("sft-v2", loaded_fp32.key, answers.tolist(), asdict(settings) | {"seeds": None},
+                            seed, list(checkpoints), eval_texts, tr_texts, cross_texts)
+            got = {name: cache.get(f"{key}-{name}") for name in ("eval", "trained", "seen", "loss", "cross")}
+            if any(v is None for v in got.values()):
+                got = _train_and_measure(loaded_fp32, tr_texts, [fmt.option(OPTIONS[a]) for a in answers], seed,
+                                         settings, checkpoints, eval_texts, tr_texts, cross_texts, batch_size,
+                                         progress)
+                for name, v in got.items():
+                    cache.put(f"{key}-{name}", v)
+            losses[f"{pole}:s{seed}"] = [float(x) for x in got["loss"]]
+            for j, step in enumerate(checkpoints):
+                evidence[(pole, seed, step)] = got["seen"][j]
+                extra = {"pole": pole, "seed": seed, "step": step, "n_shots": 0, "ordering": -1}
+                rows += measurement_rows(sft_condition(pole, seed, step), "sft", design, ev,
+                                         matching_logodds(got["eval"][j], m[ev]), **extra)
+                trained_rows += [r | {"before": float(b), "trained_answer_matches": pole == "+"} for r, b in
+                                 zip(measurement_rows(sft_condition(pole, seed, step), "sft", design, tr,
+                                                      matching_logodds(got["trained"][j], m[tr]), **extra), before)]
+            for g, (s, n) in enumerate((s, n) for s in seqs for n in ns):
+                lp = got["cross"][g * len(cross_items):(g + 1) * len(cross_items)]
+                rows += measurement_rows(cross_condition(pole, seed, s.ordering, n), "cross", design, cross_items,
+                                         matching_logodds(lp, m[cross_items]), pole=pole, seed=seed,
+                                         step=checkpoints[-1], n_shots=n, ordering=s.ordering)
+    return SFTStage(pd.DataFrame(rows), pd.DataFrame(trained_rows), evidence, losses)
+
+
+def _train_and_measure(loaded: Any, texts: list[str], answers: list[str], seed: int, settings: SFTSettings,
+                       checkpoints: Sequence[int], eval_texts: list[str], tr_texts: list[str],
+                       cross_texts: list[list[str]], batch_size: int, progress: bool) -> dict[str, np.ndarray]:
+    """One LoRA run; Yes/No log-probabilities at every checkpoint and, at the end, under opposite shots."""
+    from psm_bayes.experiments.scoring import option_scorer
+
+    out: dict[str, list] = {"eval": [], "trained": [], "seen": []}
+
+    def measure(pm: Any, step: int, seen: np.ndarray) -> None:
+        nts = option_scorer(loaded, model=pm, autocast=True, batch_size=batch_size)
+        out["eval"].append(nts.score(eval_texts))
+        out["trained"].append(nts.score(tr_texts))
+        out["seen"].append(seen)
+        if step == checkpoints[-1]:
+            flat = [t for group in cross_texts for t in group]
+            out["cross"] = nts.score(flat) if flat else np.zeros((0, 2))
+
+    pm, loss = lora_finetune(loaded.model, loaded.tokenizer, texts, answers, seed=seed, settings=settings,
+                             checkpoints=checkpoints, on_checkpoint=measure, progress=progress)
+    del pm
+    return {"eval": np.stack(out["eval"]), "trained": np.stack(out["trained"]), "seen": np.stack(out["seen"]),
+            "loss": np.asarray(loss), "cross": np.asarray(out["cross"])}

@@ -1,11 +1,21 @@
-"""Stage 5 of the experiment: NUTS fits of every model and null on the measured data.
+"""Stage 5 of the experiment: NUTS fits of the PSM and its nulls, compared by grouped cross-validation.
 
-:func:`fit_models` fits the ICL-curve laws (``psm_icl``, ``bayesian_icl_law``,
-``power_law``, ``bounded_power_law``) on the ICL data, with an extrapolation
-check (fit on small n, predict large n), the SFT models (``psm_sft``,
-``null_sft``) on the SFT shifts and ``psm_joint`` on both, and returns a
-frozen :class:`FitStage`.  :func:`fit_with_refit` is the one NUTS call (one
-refit with more warm-up when a fit misses R-hat/ESS).
+Every model of the persona-selection family (catalogue names
+``persona_selection``, ``response_bias``, ``trait_indicator``,
+``similarity``, ``permuted_personas``) is fitted to the same
+:class:`~psm_bayes.models.selection.SelectionData` (:mod:`psm_bayes.experiments.evidence`).
+
+Comparison (:func:`grouped_compare`): leave-one-item-out cross-validation.
+The pointwise log-likelihood of every measurement of an evaluation item (all
+its conditions: shot counts, poles, seeds, checkpoints) is summed into one
+term per item, and PSIS-LOO runs on those item terms -- an item is held out
+with all its conditions, so the nested shot prefixes and repeated conditions
+of an item never sit on both sides.  Items whose Pareto ``k`` exceeds 0.7 are
+counted (``pareto_k_bad``) and named: PSIS is unreliable for them (no exact
+refits are made here).
+
+:func:`prior_data_conflict` names every scalar parameter whose posterior
+median lies outside the central 99% of its prior.
 """
 
 from __future__ import annotations
@@ -16,6 +26,12 @@ from typing import Any
 import numpy as np
 
 from psm_bayes.experiments.stagelog import StageLog
+
+PSM = "persona_selection"
+NULLS: tuple[str, ...] = ("response_bias", "trait_indicator", "similarity", "permuted_personas")
+PARETO_K_BAD = 0.7
+CV_METHOD = ("leave-one-item-out PSIS-LOO: log-likelihood summed over all conditions of an evaluation item; "
+             f"Pareto k > {PARETO_K_BAD} items counted in pareto_k_bad (PSIS unreliable there; no exact refits)")
 
 
 @dataclass(frozen=True)
@@ -29,13 +45,13 @@ class FitSettings:
     refit_unconverged : bool
         Refit once (2x warm-up and draws, ``target_accept`` 0.95) when max
         R-hat >= 1.01 or min bulk ESS < 400.
-    extrapolation_fraction : float
-        Share of the distinct shot counts used to fit before extrapolating.
     saved_loglik_draws, saved_predictive_draws : int
         Draws (all chains together) kept in the saved ``fits/*.nc`` for the
         pointwise log-likelihood and the posterior predictive
         (:func:`psm_bayes.experiments.outputs.compact_fit`); the report's
         numbers use every draw.
+    logodds_df : float, optional
+        Student-t degrees of freedom of the observed log-odds (``None``: Normal).
     """
 
     num_warmup: int = 1000
@@ -43,9 +59,9 @@ class FitSettings:
     num_chains: int = 2
     target_accept: float = 0.9
     refit_unconverged: bool = True
-    extrapolation_fraction: float = 0.5
     saved_loglik_draws: int = 500
     saved_predictive_draws: int = 100
+    logodds_df: float | None = 5.0
 
     def __post_init__(self) -> None:
         for name in ("num_samples", "num_chains"):
@@ -56,14 +72,20 @@ class FitSettings:
                 raise ValueError(f"{name}: expected >= 0, got {getattr(self, name)!r}")
         if not 0.5 <= float(self.target_accept) < 1:
             raise ValueError(f"target_accept: expected in [0.5, 1), got {self.target_accept!r}")
-        if not 0 < float(self.extrapolation_fraction) < 1:
-            raise ValueError(f"extrapolation_fraction: expected in (0, 1), got {self.extrapolation_fraction!r}")
+        if self.logodds_df is not None and not self.logodds_df > 0:
+            raise ValueError(f"logodds_df: expected > 0 or None, got {self.logodds_df!r}")
 
     @property
     def nuts(self) -> dict:
         """Keyword arguments of :func:`psm_bayes.inference.fit_nuts` (without the seed)."""
         return {"num_warmup": self.num_warmup, "num_samples": self.num_samples, "num_chains": self.num_chains,
                 "target_accept": self.target_accept}
+
+    def priors(self) -> Any:
+        """The family's :class:`~psm_bayes.models.selection.Priors` (Student-t observations)."""
+        from psm_bayes.models.selection import Priors
+
+        return Priors(logodds_df=self.logodds_df)
 
 
 def fit_with_refit(model: Any, data: Any, settings: FitSettings, seed: int, **kw: Any) -> Any:
@@ -102,70 +124,139 @@ def posterior_summary(dt: Any, name: str, prob: float = 0.9) -> dict:
     return {"mean": float(x.mean()), "sd": float(x.std()), "lo": float(lo), "hi": float(hi), "prob": prob}
 
 
+def grouped_loo(dt: Any, groups: np.ndarray) -> dict:
+    """PSIS-LOO of the ``logodds`` log-likelihood summed within ``groups`` (one term per group).
+
+    Returns
+    -------
+    dict
+        ``elpd``, ``se``, ``elpd_i`` (per group, in ``np.unique(groups)`` order), ``pareto_k``,
+        ``pareto_k_bad`` (count of k > 0.7), ``groups``.
+    """
+    import arviz as az
+
+    ll = np.asarray(dt["log_likelihood"]["logodds"].values)            # (chain, draw, measurement)
+    uniq, inv = np.unique(groups, return_inverse=True)
+    summed = np.zeros(ll.shape[:2] + (uniq.size,))
+    np.add.at(summed, (slice(None), slice(None), inv), ll)
+    post = {"logodds_sd": np.asarray(dt["posterior"]["logodds_sd"].values)}
+    res = az.loo(az.from_dict({"posterior": post, "log_likelihood": {"logodds": summed}},
+                              dims={"logodds": ["group"]}), pointwise=True)
+    k = np.asarray(res.pareto_k).ravel()
+    elpd_i = np.asarray(res.elpd_i).ravel()
+    return {"elpd": float(res.elpd), "se": float(res.se), "elpd_i": elpd_i, "pareto_k": k,
+            "pareto_k_bad": int((k > PARETO_K_BAD).sum()), "groups": uniq}
+
+
+def grouped_compare(fits: dict, groups: np.ndarray) -> dict:
+    """``{"method", "rows": {model: {elpd, se, elpd_diff, dse, psm_minus, psm_minus_se, pareto_k_bad}}}``.
+
+    ``elpd_diff`` / ``dse``: behind the best model (paired over items); ``psm_minus`` / ``psm_minus_se``:
+    the PSM's elpd minus this model's (positive: PSM predicts held-out items better).
+    """
+    loo = {n: grouped_loo(dt, groups) for n, dt in fits.items()}
+    best = max(loo, key=lambda n: loo[n]["elpd"])
+    n_groups = len(loo[best]["elpd_i"])
+    rows = {}
+    for n, r in loo.items():
+        d_best = loo[best]["elpd_i"] - r["elpd_i"]
+        row = {"elpd": r["elpd"], "se": r["se"], "elpd_diff": float(d_best.sum()),
+               "dse": float(np.sqrt(n_groups) * d_best.std()), "pareto_k_bad": r["pareto_k_bad"],
+               "max_pareto_k": float(r["pareto_k"].max())}
+        if PSM in loo:
+            d = loo[PSM]["elpd_i"] - r["elpd_i"]
+            row.update(psm_minus=float(d.sum()), psm_minus_se=float(np.sqrt(n_groups) * d.std()))
+        rows[n] = row
+    return {"method": CV_METHOD, "n_groups": int(n_groups), "best": best, "rows": rows,
+            "pareto_k": {n: r["pareto_k"].tolist() for n, r in loo.items()},
+            "groups": [str(g) for g in loo[best]["groups"]]}
+
+
+def _prior_cdf(name: str, x: float, pr: Any) -> float | None:
+    from scipy import stats
+
+    if name in ("beta_sft", "beta_icl"):
+        return float(stats.lognorm.cdf(x, s=pr.beta_scale, scale=np.exp(pr.beta_loc)))
+    if name == "half_dose":
+        return float(stats.lognorm.cdf(x, s=pr.half_dose_scale, scale=np.exp(pr.half_dose_loc)))
+    scales = {"response_bias": pr.response_bias_scale, "authorial_bias": pr.bias_scale,
+              "same_trait_shift": pr.shift_scale, "other_trait_shift": pr.shift_scale,
+              "similarity_shift": pr.shift_scale}
+    if name in scales:
+        return float(stats.norm.cdf(x, scale=scales[name]))
+    half = {"item_sd": pr.item_sd_scale, "logodds_sd": pr.logodds_sd_scale}
+    if name in half:
+        return float(stats.halfnorm.cdf(x, scale=half[name]))
+    return None
+
+
+def prior_data_conflict(fits: dict, priors: Any, tail: float = 0.005) -> list[dict]:
+    """Every scalar (or per-type) parameter whose posterior median has prior CDF < ``tail`` or > 1 - ``tail``."""
+    out = []
+    for fit, dt in fits.items():
+        post = dt["posterior"]
+        for name in post.data_vars:
+            v = np.asarray(post[name].values)
+            if v.ndim > 3 or (v.ndim == 3 and name != "response_bias"):
+                continue
+            meds = np.median(v.reshape(v.shape[0] * v.shape[1], -1), axis=0)
+            labels = ([str(c) for c in post[name].coords[post[name].dims[-1]].values] if v.ndim == 3 else [""])
+            for med, lab in zip(meds, labels):
+                q = _prior_cdf(name, float(med), priors)
+                if q is not None and (q < tail or q > 1 - tail):
+                    out.append({"fit": fit, "parameter": name + (f"[{lab}]" if lab else ""),
+                                "posterior_median": float(med), "prior_quantile": q})
+    return out
+
+
 @dataclass(frozen=True)
 class FitStage:
-    """Output of :func:`fit_models`.
+    """Output of :func:`fit_models` for one language model.
 
     Attributes
     ----------
     fits : dict of str to xarray.DataTree
-        Every fit, by model name.
-    icl_models, sft_models : tuple of str
-        Names of the ICL laws and the SFT models compared.
-    extrapolation : dict
-        Per ICL law: ``rmse``, ``nrmse``, ... of predicting large-n nll from a small-n fit.
-    train_max_shots : int
-        Largest shot count in the extrapolation fit.
-    test_shots : tuple of int
-        Shot counts predicted.
+        ``"<dataset>/<model>"`` (datasets ``icl``, ``sft``, ``joint``).
+    compare : dict
+        ``{"icl": grouped_compare(...), "sft": ...}``.
+    models : tuple of str
+        Models compared (PSM first).
     """
 
     fits: dict
-    icl_models: tuple[str, ...]
-    sft_models: tuple[str, ...]
-    extrapolation: dict
-    train_max_shots: int
-    test_shots: tuple[int, ...]
+    compare: dict
+    models: tuple[str, ...]
 
 
-def fit_models(icl_data: Any, sft_data: Any, settings: FitSettings, seed: int = 0,
-               log: StageLog | None = None) -> FitStage:
-    """Fit the ICL laws, the SFT models and the joint model (see the module docstring).
+def fit_models(datasets: Any, settings: FitSettings, models: tuple[str, ...], seed: int = 0,
+               log: StageLog | None = None, prefix: str = "") -> FitStage:
+    """Fit ``models`` to the ICL and SFT data, and the PSM and ``response_bias`` to the joint data.
 
     Parameters
     ----------
-    icl_data : ICLData
-    sft_data : SFTShiftData
+    datasets : Datasets
     settings : FitSettings
+    models : tuple of str
+        Catalogue names (the PSM and the nulls to compare).
     seed : int
-        Base seed; fit ``j`` of the ICL laws uses ``seed + j``, the SFT models ``seed + 10 + j``, the joint
-        model ``seed + 20``.
+        Base seed; fit ``j`` of a dataset uses ``seed + 100 d + j``.
     log : StageLog, optional
-        Times each fit (progress lines when it was made with ``progress=True``).
+    prefix : str
+        Stage-name prefix in the log (e.g. the language model).
     """
-    from psm_bayes.models import icl_curves
-    from psm_bayes.comparison import extrapolation_error
-    from psm_bayes.models.icl_curves_numpyro import ICL_MODELS
-    from psm_bayes.models.psm_joint import JointData
-    from psm_bayes.models.psm_joint_numpyro import psm_joint
-    from psm_bayes.models.sft_shift_numpyro import SFT_MODELS
+    from psm_bayes.models import catalogue
 
     log = log or StageLog()
-    fits: dict[str, Any] = {}
-    extrap: dict[str, dict] = {}
-    train_d, test_d = icl_curves.extrapolation_split(icl_data, settings.extrapolation_fraction)
-    for j, (name, model) in enumerate(ICL_MODELS.items()):
-        log.stage(f"NUTS {name}")
-        fits[name] = fit_with_refit(model, icl_data, settings, seed + j)
-        extrap[name] = extrapolation_error(model, train_d, test_d, seed + j, **settings.nuts)
-        log.done(f"NUTS {name}")
-    for j, (name, model) in enumerate(SFT_MODELS.items()):
-        log.stage(f"NUTS {name}")
-        fits[name] = fit_with_refit(model, sft_data, settings, seed + 10 + j)
-        log.done(f"NUTS {name}")
-    log.stage("NUTS psm_joint")
-    fits["psm_joint"] = fit_with_refit(psm_joint, JointData(icl_data, sft_data), settings, seed + 20)
-    log.done("NUTS psm_joint")
-    return FitStage(fits=fits, icl_models=tuple(ICL_MODELS), sft_models=tuple(SFT_MODELS), extrapolation=extrap,
-                    train_max_shots=int(train_d.n_shots.max()),
-                    test_shots=tuple(sorted(map(int, np.unique(test_d.n_shots)))))
+    priors = settings.priors()
+    fits, compare = {}, {}
+    plan = [("icl", datasets.icl, models), ("sft", datasets.sft, models),
+            ("joint", datasets.joint, tuple(m for m in (PSM, "response_bias") if m in models))]
+    for d, (name, data, names) in enumerate(plan):
+        for j, m in enumerate(names):
+            log.stage(f"{prefix}NUTS {name}/{m}")
+            fits[f"{name}/{m}"] = fit_with_refit(catalogue.model(m), data, settings, seed + 100 * d + j,
+                                                 priors=priors)
+            log.done(f"{prefix}NUTS {name}/{m}")
+        if name != "joint":
+            compare[name] = grouped_compare({m: fits[f"{name}/{m}"] for m in names}, data.measurement_item)
+    return FitStage(fits, compare, tuple(models))

@@ -1,27 +1,18 @@
-"""The persona table and the pre-training prior, from the same language model.
+"""Stage 2 of the experiment: the persona table and the pre-training prior, from the same language model.
 
-Persona table
--------------
-``L[k, i, o] = log p(option o | persona k's description + item i)`` for every
-persona and probe item, plus the neutral row ``log p(o | item i)`` with no
-persona text (:func:`psm_bayes.llm.prompts.neutral_context`).  Two exact
-ways to compute it (:func:`score_persona_table`):
+``L[k, i, o] = log p(option o | context of persona k + item i)`` for every
+persona (both poles of every trait) and every table item, plus the neutral
+row ``log p(o | neutral context + item i)`` (:func:`score_persona_table`,
+in the model's prompt format; the options are single tokens, so one forward
+pass per (persona, item) gives both, and a persona's context is a token
+prefix shared by all its items).  A persona's context is, by default,
+``k`` label-balanced example answers by it (``t+`` the matching answers,
+``t-`` the other answers on the same statements), or its description, or both
+(:func:`persona_contexts`).
 
-* ``method="fast"`` (default): :class:`~psm_bayes.llm.nexttoken.NextTokenScorer`
-  -- the options are single tokens after ``"Answer:"``, so one forward pass
-  per (persona, item) gives both options; the persona description and the
-  question stem form a token prefix shared by all items of a persona, whose
-  KV cache is computed once.  About 3x faster than the general scorer here.
-* ``method="scorer"``: :meth:`psm_bayes.llm.Scorer.score_table` (any
-  option texts, multi-token included; Parquet score cache).
-
-Both give the same ``xarray.Dataset`` layout: ``loglik`` (persona, item,
-option) and ``neutral_loglik`` (item, option), true (full-vocabulary)
-log-probabilities.
-
-The pre-training prior fitted on the neutral row is in
-:mod:`psm_bayes.experiments.pretraining_prior`; :func:`measure_personas` is the
-experiment stage (every persona form, separation, prior).
+The pre-training prior is the EM fit of the neutral answers on the design's
+*prior items* only (:mod:`psm_bayes.experiments.pretraining_prior`), items
+used for nothing else.  :func:`measure_personas` is the stage.
 """
 
 from __future__ import annotations
@@ -44,38 +35,39 @@ PERSONA_CONTEXTS: tuple[str, ...] = ("description", "fewshot", "both")
 """Persona context forms: the description preamble, ``k`` in-context answers by the persona, or both."""
 
 
-def persona_contexts(spec: Any, personas: PersonaSet, probes: Any, reserved_idx: np.ndarray,
-                     mode: str = "description") -> list[str]:
-    """The context text of every persona.
+def persona_contexts(fmt: Any, spec: Any, personas: PersonaSet, probes: Any, examples: np.ndarray,
+                     mode: str = "fewshot") -> list[str]:
+    """The context text of every persona, in the model's prompt format.
 
     Parameters
     ----------
+    fmt : psm_bayes.llm.formats.PlainFormat
+        The prompt format (``loaded.format``).
     spec : PersonaSpec
         Gives each persona's trait and pole.
     personas : PersonaSet
         The personas (ids looked up in ``spec``), with descriptions.
     probes : ProbeSet
-        Probes indexed by ``reserved_idx``.
-    reserved_idx : array of int
-        Persona examples (:func:`~psm_bayes.experiments.design.reserve_persona_examples`); persona ``t+``/``t-``
-        uses the reserved statements of trait ``t``, in the same order.
+        Probes indexed by ``examples``.
+    examples : array of int
+        Persona examples (the design's ``persona_idx``); persona ``t+``/``t-``
+        uses the examples of trait ``t``, in the same order.
     mode : {"description", "fewshot", "both"}
-        ``description``: :func:`~psm_bayes.llm.prompts.description_context`;
-        ``fewshot``: :func:`~psm_bayes.llm.prompts.fewshot_context` of the
-        reserved statements answered as the pole would (``+``: the matching
-        answer, ``-``: the other answer); ``both``: description, then examples.
+        ``description``: the description (``fmt.description_context``);
+        ``fewshot``: the examples answered as the pole would (``+``: the
+        matching answer, ``-``: the other answer; ``fmt.fewshot_context``);
+        ``both``: description, then examples.
 
     Returns
     -------
     list of str
     """
-    from psm_bayes.llm import prompts
-    from psm_bayes.probes import OPTIONS
+    from psm_bayes.experiments.scoring import fewshot
 
     if mode not in PERSONA_CONTEXTS:
         raise ValueError(f"persona_context: expected one of {PERSONA_CONTEXTS}, got {mode!r}")
     row = {pid: j for j, pid in enumerate(spec.personas.ids)}
-    reserved_idx = np.asarray(reserved_idx, dtype=int)
+    examples = np.asarray(examples, dtype=int)
     out = []
     for k, pid in enumerate(personas.ids):
         if pid not in row:
@@ -85,15 +77,14 @@ def persona_contexts(spec: Any, personas: PersonaSet, probes: Any, reserved_idx:
             desc = personas.descriptions[k]
             if not desc.strip():
                 raise DataError(f"personas.descriptions[{k}]: persona {pid!r} has no description")
-            ctx += prompts.description_context(desc)
+            ctx += fmt.description_context(desc)
         if mode in ("fewshot", "both"):
             trait, pole = str(spec.trait[row[pid]]), str(spec.pole[row[pid]])
-            ex = reserved_idx[probes.trait[reserved_idx] == trait]
+            ex = examples[probes.trait[examples] == trait]
             if ex.size == 0:
-                raise DataError(f"persona_examples: no reserved statements of {trait!r} for persona {pid!r}")
+                raise DataError(f"persona_examples: no examples of {trait!r} for persona {pid!r}")
             match = probes.matching_option[ex]
-            answers = match if pole == "+" else 1 - match
-            ctx += prompts.fewshot_context([(probes.items.prompts[i], OPTIONS[a]) for i, a in zip(ex, answers)])
+            ctx += fewshot(fmt, probes, ex, match if pole == "+" else 1 - match)
         out.append(ctx)
     return out
 
@@ -135,112 +126,70 @@ def persona_separation(table: Any, probes: Any, spec: Any) -> Any:
     return pd.DataFrame(out).set_index("trait")
 
 
-def table_fingerprint(model_key: str, personas: PersonaSet, items: ItemSet, method: str,
-                      contexts: Sequence[str] | None = None) -> str:
-    """Hash identifying a persona table (model, persona contexts, item prompts, options, method)."""
-    payload = {"model": model_key, "method": method,
-               "personas": [list(personas.ids), list(personas.descriptions)],
-               "items": [list(items.ids), list(items.prompts), [list(o) for o in items.options]]}
-    if contexts is not None:
-        payload["contexts"] = list(contexts)
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
-
-
-def score_persona_table(loaded: Any, personas: PersonaSet, items: ItemSet, *, method: str = "fast",
-                        cache_path: str | Path | None = None, batch_size: int = 16,
-                        progress: bool = True, contexts: Sequence[str] | None = None) -> Any:
+def score_persona_table(loaded: Any, personas: PersonaSet, contexts: Sequence[str], items: ItemSet, *,
+                        cache_path: str | Path | None = None, batch_size: int = 16, progress: bool = True) -> Any:
     """Score every (persona, item, option) and every neutral (item, option).
 
     Parameters
     ----------
     loaded : psm_bayes.llm.LoadedModel
-        The language model.
+        The language model (its prompt format builds the prompts).
     personas : PersonaSet
-        Personas with descriptions (context = ``description_context``).
+    contexts : sequence of str
+        One context per persona (:func:`persona_contexts`).
     items : ItemSet
-        Probe items (Yes/No for ``method="fast"``).
-    method : {"fast", "scorer"}
-        See the module docstring.
+        Yes/No probe items.
     cache_path : path, optional
-        ``"fast"``: a NetCDF file holding the finished table (reused when its
-        fingerprint matches; written atomically).  ``"scorer"``: a
-        :class:`~psm_bayes.llm.ScoreCache` directory.
+        NetCDF file holding the finished table (reused when its fingerprint
+        matches: model, contexts and item prompts; written atomically).
     batch_size : int
-        Prompts per forward pass.
     progress : bool
-        Show a progress bar.
-    contexts : sequence of str, optional
-        One context per persona (e.g. from :func:`persona_contexts`); default
-        ``description_context(description)``.  ``method="fast"`` only.
 
     Returns
     -------
     xarray.Dataset
-        ``loglik`` (persona, item, option), ``neutral_loglik`` (item, option);
-        attrs ``model_key``, ``fingerprint``, ``method``.
+        ``loglik`` (persona, item, option), ``neutral_loglik`` (item, option)
+        (true log-probabilities); attrs ``model_key``, ``fingerprint``, ``prompt_format``.
     """
     import xarray as xr
 
-    from psm_bayes.llm import prompts
+    from psm_bayes.experiments.scoring import option_scorer
 
-    if method not in ("fast", "scorer"):
-        raise ValueError(f"method: expected 'fast' or 'scorer', got {method!r}")
-    if contexts is not None:
-        contexts = list(contexts)
-        if len(contexts) != len(personas):
-            raise DataError(f"contexts: expected {len(personas)} (one per persona), got {len(contexts)}")
-    fp = table_fingerprint(loaded.key, personas, items, method, contexts)
-    if method == "scorer":
-        if contexts is not None:
-            raise DataError("contexts: method='scorer' scores description contexts only; use method='fast'")
-        from psm_bayes.llm import Scorer
-
-        ds = Scorer(loaded, batch_size=batch_size).score_table(personas, items, neutral=True, cache=cache_path,
-                                                               progress=progress)
-        ds = ds[["loglik", "neutral_loglik"]]
-        ds.attrs.update({"model_key": loaded.key, "fingerprint": fp, "method": method})
-        return ds
+    contexts = list(contexts)
+    if len(contexts) != len(personas):
+        raise DataError(f"contexts: expected {len(personas)} (one per persona), got {len(contexts)}")
+    fmt = loaded.format
+    texts = [fmt.item_text(p) for p in items.prompts]
+    payload = {"model": loaded.key, "personas": list(personas.ids), "contexts": contexts,
+               "neutral": fmt.neutral_context(), "items": [list(items.ids), texts]}
+    fp = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
     if cache_path is not None and Path(cache_path).is_file():
         cached = xr.load_dataset(cache_path)
         if cached.attrs.get("fingerprint") == fp:
             return cached
-    from psm_bayes.llm.nexttoken import NextTokenScorer
-
-    options = items.options[0]
-    if any(tuple(o) != tuple(options) for o in items.options):
-        raise DataError("items.options: method='fast' needs the same single-token options for every item")
-    nts = NextTokenScorer(loaded.model, loaded.tokenizer, options, batch_size=batch_size)
-    texts = [prompts.item_text(p) for p in items.prompts]
-    ll = np.zeros((len(personas), len(items), len(options)))
+    nts = option_scorer(loaded, batch_size=batch_size)
+    ll = np.zeros((len(personas), len(items), 2))
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(personas) + 1, unit="context", desc="persona table")
     try:
-        for k, desc in enumerate(personas.descriptions):
-            if contexts is not None:
-                ctx = contexts[k]
+        for k, ctx in enumerate(contexts + [fmt.neutral_context()]):
+            scores = nts.score([ctx + t for t in texts])
+            if k < len(personas):
+                ll[k] = scores
             else:
-                if not desc.strip():
-                    raise DataError(f"personas.descriptions[{k}]: persona {personas.ids[k]!r} has no description")
-                ctx = prompts.description_context(desc)
-            ll[k] = nts.score([ctx + t for t in texts])
+                neutral = scores
             if bar is not None:
                 bar.update(1)
-        neutral = nts.score([prompts.neutral_context() + t for t in texts])
-        if bar is not None:
-            bar.update(1)
     finally:
         if bar is not None:
             bar.close()
     ds = xr.Dataset(
         {"loglik": (("persona", "item", "option"), ll), "neutral_loglik": (("item", "option"), neutral)},
-        coords={"persona": list(personas.ids), "item": list(items.ids), "option": np.arange(len(options))},
-        attrs={"model_key": loaded.key, "fingerprint": fp, "method": method,
-               "options": json.dumps(list(options)),
-               "prompt_format": ("description_context(description)" if contexts is None else "context(persona)")
-               + " + item_text(prompt) + option"})
+        coords={"persona": list(personas.ids), "item": list(items.ids), "option": np.arange(2)},
+        attrs={"model_key": loaded.key, "fingerprint": fp, "prompt_format": fmt.describe()})
     if cache_path is not None:
         from psm_bayes.io import atomic_path
 
@@ -300,11 +249,11 @@ class PersonaStage:
     tables : dict of str to xarray.Dataset
         Persona table of each form measured (``context`` first).
     separation : dict of str to pandas.DataFrame
-        :func:`persona_separation` of each table.
+        :func:`persona_separation` of each table on the evaluation items.
     mode_priors : dict of str to numpy.ndarray
-        EM prior of each table.
+        EM prior of each table (prior items only).
     em : EMResult
-        The EM prior of the experiment's table.
+        The EM prior of the experiment's table (prior items only).
     loglik : xarray.DataArray (persona, item, option)
         The experiment's table renormalised over options.
     """
@@ -329,29 +278,27 @@ class PersonaStage:
         return self.em.weights
 
 
-def measure_personas(loaded: Any, design: Any, *, context: str = "fewshot", compare_contexts: bool = True,
-                     method: str = "fast", description_index: int = 0, pseudo_count: float = 1.0,
-                     cache_dir: str | Path | None = None, batch_size: int = 16,
+def measure_personas(loaded: Any, design: Any, spec: Any, *, context: str = "fewshot", compare_contexts: bool = True,
+                     pseudo_count: float = 1.0, cache_dir: str | Path | None = None, batch_size: int = 16,
                      progress: bool = True) -> PersonaStage:
-    """Score the persona table(s) of a design and fit the pre-training prior.
+    """Score the persona table(s) of a design and fit the pre-training prior on its prior items.
 
     Parameters
     ----------
     loaded : psm_bayes.llm.LoadedModel
     design : Design
-        Its ``table_idx`` items are scored; its ``persona_idx`` are the few-shot examples.
+        Its ``table_idx`` items are scored; its ``persona_idx`` are the few-shot examples; the EM prior
+        sees only the neutral answers to its ``prior_idx`` items.
+    spec : PersonaSpec
+        Personas of every trait (descriptions may be empty for few-shot-only probe sets).
     context : {"description", "fewshot", "both"}
         The persona form used downstream.
     compare_contexts : bool
-        Also score the other forms (for the separation table).
-    method : {"fast", "scorer"}
-        See :func:`score_persona_table` (``scorer``: description form only).
-    description_index : int
-        Which shipped description each persona uses.
+        Also score the other forms (for the separation table) when every persona has a description.
     pseudo_count : float
         EM pseudo-count.
     cache_dir : path, optional
-        Table cache folder (``table.nc`` / ``table-<form>.nc``, or ``scores`` for ``method="scorer"``).
+        Table cache folder (``table-<form>.nc``).
     batch_size : int
     progress : bool
 
@@ -359,26 +306,21 @@ def measure_personas(loaded: Any, design: Any, *, context: str = "fewshot", comp
     -------
     PersonaStage
     """
-    from psm_bayes.probes import load_personas
-
-    if method == "scorer" and context != "description":
-        raise DataError("table_method: 'scorer' supports persona_context='description' only")
     probes = design.probes
-    spec = load_personas(description_index=description_index)
     personas = select_personas(spec, design.traits)
     items = probes.subset(design.table_idx).items
-    modes = [context] + ([m for m in PERSONA_CONTEXTS if m != context] if compare_contexts else [])
+    described = all(d.strip() for d in personas.descriptions)
+    modes = [context] + ([m for m in PERSONA_CONTEXTS if m != context] if compare_contexts and described else [])
+    prior_ids = [probes.items.ids[i] for i in design.prior_idx]
     tables, separation, mode_priors = {}, {}, {}
     for mode in modes:
-        if mode != "description" and method == "scorer":
-            continue
-        ctx = None if mode == "description" else persona_contexts(spec, personas, probes, design.persona_idx, mode)
-        name = "table.nc" if mode == "description" else f"table-{mode}.nc"
-        cache_path = None if cache_dir is None else Path(cache_dir) / (name if method == "fast" else "scores")
-        tables[mode] = score_persona_table(loaded, personas, items, method=method, cache_path=cache_path,
-                                           batch_size=batch_size, progress=progress, contexts=ctx)
-        separation[mode] = persona_separation(tables[mode], probes, spec)
-        mode_priors[mode] = prior_from_table(tables[mode], pseudo_count=pseudo_count).weights
-    em = prior_from_table(tables[context], pseudo_count=pseudo_count)
+        ctx = persona_contexts(loaded.format, spec, personas, probes, design.persona_idx, mode)
+        cache_path = None if cache_dir is None else Path(cache_dir) / f"table-{mode}.nc"
+        tables[mode] = score_persona_table(loaded, personas, ctx, items, cache_path=cache_path,
+                                           batch_size=batch_size, progress=progress)
+        eval_ids = [probes.items.ids[i] for i in design.eval_idx]
+        separation[mode] = persona_separation(tables[mode].sel(item=eval_ids), probes, spec)
+        mode_priors[mode] = prior_from_table(tables[mode].sel(item=prior_ids), pseudo_count=pseudo_count).weights
+    em = prior_from_table(tables[context].sel(item=prior_ids), pseudo_count=pseudo_count)
     return PersonaStage(spec=spec, personas=personas, context=context, tables=tables, separation=separation,
                         mode_priors=mode_priors, em=em, loglik=normalised_table(tables[context]))

@@ -1,25 +1,26 @@
-"""End-to-end PSM experiment on a real language model, as a short chain of stages.
+"""End-to-end PSM experiment on real language models, as a short chain of stages.
 
-:func:`run_experiment` runs, in order (each LLM stage cached under
-``out_dir/cache`` so an interrupted run resumes where it stopped):
+:func:`run_experiment` writes the pre-stated criteria (``criteria.md``,
+from the configuration alone), then runs (each LLM stage cached under
+``out_dir/cache/<model>`` so an interrupted run resumes):
 
-1. **design** -- :func:`psm_bayes.experiments.design.make_design`: which
-   statement is an evaluation item, a persona example, an ICL shot or an SFT
-   episode (disjoint roles, asserted);
-2. **persona table + prior** -- :func:`psm_bayes.experiments.persona_table.measure_personas`:
-   every persona scores every table item, the neutral context too, EM gives
-   the pre-training prior ``pi``
-   (:mod:`psm_bayes.experiments.pretraining_prior`);
-3. **ICL** -- :func:`psm_bayes.experiments.icl.run_icl`: n-shot curves ->
-   :class:`~psm_bayes.models.icl_curves.ICLData`;
-4. **SFT** -- :func:`psm_bayes.experiments.finetune.run_sft`: LoRA shifts ->
-   :class:`~psm_bayes.models.sft_shift.SFTShiftData`;
-5. **fits** -- :func:`psm_bayes.experiments.fits.fit_models` (NumPyro NUTS);
-6. **report** -- statistics (:mod:`psm_bayes.experiments.summary`), then
-   plots and files (:mod:`psm_bayes.experiments.report`) and ``results.json``.
+0. **source + screening** -- :mod:`psm_bayes.experiments.screening`: the
+   shipped probes or an Anthropic persona folder; with a folder and no
+   traits, the traits the first model separates;
+1. **design** -- :func:`psm_bayes.experiments.design.make_design`: disjoint,
+   label-balanced roles;
 
-Each stage is a function of typed (frozen) inputs returning a frozen output;
-the settings are :class:`~psm_bayes.experiments.config.ExperimentConfig`.
+and for each language model (``cfg.models``):
+
+2. **persona table + prior** -- :func:`psm_bayes.experiments.persona_table.measure_personas`;
+3. **ICL** -- :func:`psm_bayes.experiments.icl.run_icl` (both poles, contrasts);
+4. **SFT** -- :func:`psm_bayes.experiments.finetune.run_sft` (both poles, seeds, checkpoints, cross conditions);
+5. **fits** -- :func:`psm_bayes.experiments.evidence.build_datasets` then
+   :func:`psm_bayes.experiments.fits.fit_models` (PSM and nulls, grouped CV);
+6. **summary** -- :func:`psm_bayes.experiments.summary.model_summary` and the verdicts
+   (:mod:`psm_bayes.experiments.criteria`);
+
+then the report (:mod:`psm_bayes.experiments.report`) and ``results.json``.
 """
 
 from __future__ import annotations
@@ -31,13 +32,21 @@ from typing import Any
 
 from psm_bayes.experiments.config import ExperimentConfig
 from psm_bayes.experiments.design import Design
-from psm_bayes.experiments.finetune import SFTStage
-from psm_bayes.experiments.fits import FitStage
-from psm_bayes.experiments.icl import ICLStage
-from psm_bayes.experiments.persona_table import PersonaStage
 from psm_bayes.experiments.stagelog import StageLog
 
-__all__ = ["ExperimentConfig", "ExperimentResult", "run_experiment"]
+__all__ = ["ExperimentConfig", "ExperimentResult", "ModelRun", "run_experiment"]
+
+
+@dataclass(frozen=True)
+class ModelRun:
+    """Every stage output of one language model."""
+
+    name: str
+    personas: Any
+    icl: Any
+    sft: Any
+    datasets: Any
+    fitted: Any
 
 
 @dataclass(frozen=True)
@@ -49,34 +58,60 @@ class ExperimentResult:
     out_dir : pathlib.Path
     config : ExperimentConfig
     results : dict
-        The headline numbers (``results.json``).
+        ``results.json``.
     design : Design
-    personas : PersonaStage
-    icl : ICLStage
-    sft : SFTStage
-    fitted : FitStage
-    compare : dict of str to pandas.DataFrame
-        PSIS-LOO tables (``"icl"``, ``"sft"``).
+    screening : Screening or None
+    runs : dict of str to ModelRun
+        By model name, in ``config.models`` order.
     """
 
     out_dir: Path
     config: ExperimentConfig
     results: dict
     design: Design
-    personas: PersonaStage
-    icl: ICLStage
-    sft: SFTStage
-    fitted: FitStage
-    compare: dict
+    screening: Any
+    runs: dict
 
-    @property
-    def fits(self) -> dict:
-        """Every fit (xarray.DataTree) by model name."""
-        return self.fitted.fits
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(name).name) or "model"
+
+
+def run_model(name: str, cfg: ExperimentConfig, design: Design, spec: Any, cache: Path, log: StageLog, *,
+              progress: bool, loaded: Any = None, loaded_fp32: Any = None) -> ModelRun:
+    """Stages 2-5 for one language model."""
+    from psm_bayes.experiments import evidence, finetune, icl, persona_table
+    from psm_bayes.experiments.fits import fit_models
+    from psm_bayes.llm import load_model
+
+    tag = f"[{name}] "
+    log.stage(tag + "load model")
+    if loaded is None:
+        loaded = load_model(name, dtype=cfg.dtype, threads=cfg.threads)
+    log.done(tag + "load model")
+    log.stage(tag + "persona table")
+    personas = persona_table.measure_personas(
+        loaded, design, spec, context=cfg.persona_context, compare_contexts=cfg.compare_persona_contexts,
+        pseudo_count=cfg.prior_pseudo_count, cache_dir=cache, batch_size=cfg.batch_size, progress=progress)
+    log.done(tag + "persona table")
+    log.stage(tag + "ICL")
+    icl_stage = icl.run_icl(loaded, design, cache_dir=cache / "icl", batch_size=cfg.batch_size, progress=progress)
+    log.done(tag + "ICL")
+    log.stage(tag + "LoRA SFT")
+    if loaded_fp32 is None:
+        loaded_fp32 = loaded if loaded.dtype == "float32" else load_model(name, dtype="float32", threads=cfg.threads)
+    sft_stage = finetune.run_sft(loaded_fp32, design, cfg.sft, cfg.sft_checkpoints, cache_dir=cache / "sft",
+                                 batch_size=cfg.batch_size, progress=progress)
+    log.done(tag + "LoRA SFT")
+    del loaded_fp32, loaded
+    data = evidence.build_datasets(design, personas, icl_stage, sft_stage, cfg.sft_checkpoints)
+    fitted = fit_models(data, cfg.fit, ("persona_selection",) + cfg.null_models, cfg.seed, log, prefix=tag)
+    return ModelRun(name, personas, icl_stage, sft_stage, data, fitted)
 
 
 def run_experiment(config: ExperimentConfig | None = None, out_dir: str | os.PathLike = "report", *,
-                   progress: bool = True, loaded: Any = None, loaded_fp32: Any = None) -> ExperimentResult:
+                   progress: bool = True, loaded: dict | None = None, loaded_fp32: dict | None = None
+                   ) -> ExperimentResult:
     """Run the whole experiment and write the report.
 
     Parameters
@@ -84,69 +119,70 @@ def run_experiment(config: ExperimentConfig | None = None, out_dir: str | os.Pat
     config : ExperimentConfig, optional
         Default: ``ExperimentConfig()``.
     out_dir : path
-        Output folder (created); LLM measurements are cached in
-        ``out_dir/cache``, so rerunning the same config resumes.
+        Output folder (created); LLM measurements are cached in ``out_dir/cache``.
     progress : bool
         Stage log on stderr and progress bars.
-    loaded, loaded_fp32 : LoadedModel, optional
-        Already-loaded models (scoring dtype and float32 for SFT) to reuse,
-        e.g. a test-session fixture; loaded on demand otherwise.
+    loaded, loaded_fp32 : dict of str to LoadedModel, optional
+        Already-loaded models by name (scoring dtype and float32 for SFT), e.g. test fixtures.
 
     Returns
     -------
     ExperimentResult
     """
-    from psm_bayes.experiments import finetune, icl, persona_table, report, summary
+    from psm_bayes.experiments import criteria, report, screening, summary
     from psm_bayes.experiments.design import make_design
-    from psm_bayes.experiments.fits import fit_models
-    from psm_bayes.experiments.outputs import write_json
+    from psm_bayes.experiments.outputs import write_json, write_text
     from psm_bayes.llm import load_model
 
     cfg = config or ExperimentConfig()
+    loaded, loaded_fp32 = dict(loaded or {}), dict(loaded_fp32 or {})
     out = Path(out_dir)
-    cache = out / "cache"
-    cache.mkdir(parents=True, exist_ok=True)
+    (out / "cache").mkdir(parents=True, exist_ok=True)
     log = StageLog(progress)
-
-    design = make_design(cfg)
-    log.stage("load model")
-    if loaded is None:
-        loaded = load_model(cfg.model, dtype=cfg.dtype, threads=cfg.threads)
-    log.done("load model")
-
-    name = f"persona table ({2 * len(cfg.traits)} personas x {len(design.table_idx)} items)"
-    log.stage(name)
-    personas = persona_table.measure_personas(
-        loaded, design, context=cfg.persona_context, compare_contexts=cfg.compare_persona_contexts,
-        method=cfg.table_method, description_index=cfg.description_index, pseudo_count=cfg.prior_pseudo_count,
-        cache_dir=cache, batch_size=cfg.batch_size, progress=progress)
-    log.done(name)
-
-    log.stage("ICL measurements")
-    icl_stage = icl.run_icl(loaded, design, personas, cache_dir=cache / "icl", batch_size=cfg.batch_size,
-                            progress=progress)
-    log.done("ICL measurements")
-
-    log.stage("LoRA SFT")
-    if loaded_fp32 is None:
-        loaded_fp32 = loaded if loaded.dtype == "float32" else load_model(cfg.model, dtype="float32",
-                                                                        threads=cfg.threads)
-    sft_stage = finetune.run_sft(loaded_fp32, design, personas, cfg.sft, cache_dir=cache / "sft",
-                                 adapter_dir=out / "adapters", batch_size=cfg.batch_size, progress=progress)
-    log.done("LoRA SFT")
-    del loaded_fp32
-
-    fitted = fit_models(icl_stage.data, sft_stage.data, cfg.fit, cfg.seed, log)
-
+    stated = criteria.stated_criteria(cfg)
+    write_text(out / "criteria.md", "# Pre-stated criteria (written before any measurement)\n\n"
+               + criteria.criteria_markdown(stated) + "\n")
+    source = screening.probe_source(cfg.probes_dir, cfg.traits, cfg.description_index)
+    screened, probes, traits = None, source.probes, cfg.traits
+    if traits is None:
+        first = cfg.models[0]
+        log.stage(f"screening {len(source.probes.traits)} traits")
+        model = loaded.get(first) or load_model(first, dtype=cfg.dtype, threads=cfg.threads)
+        screened = screening.screen_traits(model, source, n_items=cfg.screen_items, n_examples=cfg.persona_examples,
+                                           keep=cfg.screen_traits, threshold=cfg.screen_threshold, seed=cfg.seed,
+                                           cache_dir=out / "cache" / _safe(first) / "screen", batch_size=cfg.batch_size)
+        probes, traits = screened.probes, screened.traits
+        del model
+        log.done(f"screening {len(source.probes.traits)} traits")
+    design = make_design(cfg, probes, traits)
+    runs, blocks = {}, {}
+    for name in cfg.models:
+        runs[name] = run_model(name, cfg, design, source.spec, out / "cache" / _safe(name), log, progress=progress,
+                               loaded=loaded.pop(name, None), loaded_fp32=loaded_fp32.pop(name, None))
+        log.stage(f"[{name}] summary")
+        r = runs[name]
+        info = {"name": name, "prompt_format": r.personas.table.attrs.get("prompt_format", ""),
+                "model_key": r.personas.table.attrs.get("model_key", "")}
+        blocks[name] = summary.model_summary(cfg, info, design, r.personas, r.icl, r.sft, r.datasets, r.fitted)
+        blocks[name]["criteria"] = criteria.judge(stated, blocks[name], name)
+        log.done(f"[{name}] summary")
+    primary = blocks[cfg.models[0]]
+    results: dict[str, Any] = {
+        "config": cfg.to_dict(), "traits": list(traits), "probe_source": source.name,
+        "screening": None if screened is None else {
+            "threshold": screened.threshold, "rule": "separation > threshold and > 2 se; largest kept",
+            "table": {t: {k: (bool(v) if isinstance(v, (bool,)) else v) for k, v in row.items()}
+                      for t, row in screened.table.to_dict("index").items()}},
+        "criteria": [c for b in blocks.values() for c in b["criteria"]],
+        "design": primary["design"],
+        **{k: primary[k] for k in ("icl", "sft", "cross_prediction", "prior_data_conflict", "diagnostics")},
+        "models": blocks,
+    }
+    res = ExperimentResult(out, cfg, results, design, screened, runs)
     log.stage("report")
-    tables = summary.compare_tables(fitted)
-    results = summary.summarise(cfg, {"key": loaded.key, "model_id": loaded.model_id}, design, personas, icl_stage,
-                                sft_stage, fitted, tables)
     results["timings"] = dict(log.stages)
-    res = ExperimentResult(out, cfg, results, design, personas, icl_stage, sft_stage, fitted, tables)
     report.write_report(res)
     log.done("report")
-    results["timings"] = dict(log.stages)
-    results["timings"]["total"] = log.total()
+    results["timings"] = dict(log.stages) | {"total": log.total()}
     write_json(out / "results.json", results)
     return res

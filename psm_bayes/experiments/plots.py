@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from psm_bayes.io import atomic_path
 
@@ -37,148 +36,74 @@ def _plt():
 
 
 # ---------------------------------------------------------------- plots
-def plot_prior(personas: Sequence[str], weights: np.ndarray, path: Path) -> Path:
-    """Bar chart of the EM pre-training prior."""
+def _panels(n: int, width: float = 4.2, height: float = 3.2) -> tuple[Any, Any]:
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(max(4, 0.5 * len(personas) + 1), 3))
-    ax.bar(range(len(personas)), weights, color=["tab:blue" if p.endswith("+") else "tab:orange" for p in personas])
-    ax.set_xticks(range(len(personas)), personas, rotation=60, ha="right")
-    ax.set_ylabel("prior weight $\\pi_k$")
-    ax.set_title("Pre-training prior (EM on neutral answers)")
-    return _savefig(fig, path)
+    fig, axes = plt.subplots(1, n, figsize=(width * n, height), squeeze=False)
+    return fig, axes[0]
 
 
-def _icl_groups(data: Any) -> tuple[pd.DataFrame, np.ndarray]:
-    """Group rows by (shot trait, same/other trait, n): table of groups and a row -> group index."""
-    shot = [c.split("->")[0] for c in data.curve]
-    tgt = [c.split("->")[1] for c in data.curve]
-    kind = np.where(np.array(shot) == np.array(tgt), "same trait", "other traits")
-    df = pd.DataFrame({"shot_trait": shot, "target": kind, "n": data.n_shots})
-    keys = list(dict.fromkeys(zip(df["shot_trait"], df["target"], df["n"])))
-    lookup = {k: j for j, k in enumerate(keys)}
-    gidx = np.array([lookup[k] for k in zip(df["shot_trait"], df["target"], df["n"])])
-    groups = pd.DataFrame(keys, columns=["shot_trait", "target", "n"])
-    return groups, gidx
+def _errorbars(ax: Any, rows: list[dict], x: str, split: str, labels: dict) -> None:
+    for key, label in labels.items():
+        sel = sorted((r for r in rows if r[split] == key), key=lambda r: r[x])
+        if sel:
+            ax.errorbar([r[x] for r in sel], [r["mean"] for r in sel], yerr=[r["se"] for r in sel], marker="o",
+                        capsize=2, label=label)
+    ax.axhline(0, color="k", lw=0.6)
 
 
-def icl_group_bands(dt: Any, data: Any, groups: pd.DataFrame, gidx: np.ndarray, prob: float = 0.9,
-                    max_draws: int = 400) -> pd.DataFrame:
-    """Posterior mean and central interval of the group-averaged ``nll_mean``."""
-    v = dt["posterior"]["nll_mean"]
-    draws = np.asarray(v.values).reshape(-1, v.shape[-1])
-    if draws.shape[0] > max_draws:
-        draws = draws[np.linspace(0, draws.shape[0] - 1, max_draws).astype(int)]
-    G = len(groups)
-    M = np.zeros((draws.shape[1], G))
-    M[np.arange(draws.shape[1]), gidx] = 1.0
-    gm = draws @ M / M.sum(0, keepdims=True)
-    lo, hi = np.quantile(gm, [(1 - prob) / 2, (1 + prob) / 2], axis=0)
-    return groups.assign(mean=gm.mean(0), lo=lo, hi=hi)
-
-
-def plot_icl_curves(fits: dict, data: Any, path: Path, models: Sequence[str] = ("psm_icl", "bounded_power_law"),
-                    split_n: float | None = None) -> Path:
-    """Observed mean ``nll`` per (shot trait, same/other trait, n) with posterior bands of ``models``."""
-    plt = _plt()
-    groups, gidx = _icl_groups(data)
-    obs = groups.copy()
-    obs["mean"] = [data.nll[gidx == g].mean() for g in range(len(groups))]
-    obs["sem"] = [data.nll[gidx == g].std() / max(1, np.sqrt((gidx == g).sum())) for g in range(len(groups))]
-    traits = list(dict.fromkeys(groups["shot_trait"]))
-    ncol = min(3, len(traits))
-    nrow = int(np.ceil(len(traits) / ncol))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.3 * nrow), squeeze=False, sharey=True)
-    colors = {"same trait": "tab:blue", "other traits": "tab:gray"}
-    styles = {m: s for m, s in zip(models, ("-", "--", ":", "-."))}
-    bands = {m: icl_group_bands(fits[m], data, groups, gidx) for m in models if m in fits}
-    for ax, t in zip(axes.ravel(), traits):
-        for kind, col in colors.items():
-            o = obs[(obs.shot_trait == t) & (obs.target == kind)].sort_values("n")
-            x = o["n"].to_numpy() + 0.5
-            ax.errorbar(x, o["mean"], yerr=o["sem"], fmt="o", color=col, ms=4, capsize=2,
-                        label=f"observed ({kind})")
-            for m, b in bands.items():
-                bb = b[(b.shot_trait == t) & (b.target == kind)].sort_values("n")
-                xb = bb["n"].to_numpy() + 0.5
-                ax.plot(xb, bb["mean"], styles[m], color=col, lw=1.2, label=f"{m} ({kind})")
-                ax.fill_between(xb, bb["lo"], bb["hi"], color=col, alpha=0.15 if m == models[0] else 0.07)
-        if split_n is not None:
-            ax.axvline(split_n + 0.5, color="k", lw=0.6, ls=":")
-        ax.set_xscale("log", base=2)
-        ax.set_title(f"shots: {t}")
-        ax.set_xlabel("n shots (+0.5, log scale)")
-    for ax in axes[:, 0]:
-        ax.set_ylabel("nll of matching answer")
-    for ax in axes.ravel()[len(traits):]:
-        ax.axis("off")
-    h, lab = axes[0, 0].get_legend_handles_labels()
-    fig.suptitle("ICL curves: observed means (±SEM) and 90% posterior bands of the group mean")
-    fig.tight_layout()
-    fig.legend(h, lab, loc="center left", fontsize=7, bbox_to_anchor=(1.0, 0.5))
-    return _savefig(fig, path)
-
-
-def plot_sft_shifts(fits: dict, data: Any, path: Path, models: Sequence[str] = ("psm_sft", "null_sft")) -> Path:
-    """Predicted (posterior mean, 90% interval of ``shift_mean``) vs observed shift per item."""
-    from psm_bayes.posterior import predicted_vs_observed
-
-    plt = _plt()
-    ms = [m for m in models if m in fits]
-    fig, axes = plt.subplots(1, len(ms), figsize=(4.4 * len(ms), 4), squeeze=False)
-    traits = list(dict.fromkeys(data.trait))
-    cmap = plt.get_cmap("tab10")
-    for ax, m in zip(axes[0], ms):
-        pv = predicted_vs_observed(fits[m], data)
-        for j, t in enumerate(traits):
-            for trained, marker in ((False, "o"), (True, "*")):
-                sel = (pv["trait"] == t) & (pv["trained"] == trained)
-                if not sel.any():
-                    continue
-                p = pv[sel]
-                ax.errorbar(p["observed"], p["predicted"],
-                            yerr=[p["predicted"] - p["mean_lo"], p["mean_hi"] - p["predicted"]],
-                            fmt=marker, color=cmap(j % 10), ms=6 if trained else 4, alpha=0.8, capsize=1,
-                            label=f"{t}{' (trained)' if trained else ''}")
-        lim = [min(pv["observed"].min(), pv["mean_lo"].min()), max(pv["observed"].max(), pv["mean_hi"].max())]
-        pad = 0.05 * (lim[1] - lim[0] + 1e-9)
-        ax.plot([lim[0] - pad, lim[1] + pad], [lim[0] - pad, lim[1] + pad], "k:", lw=0.8)
-        ax.set_xlabel("observed shift (log-odds of matching answer)")
-        ax.set_ylabel("predicted shift")
-        ax.set_title(m)
-    axes[0, 0].legend(fontsize=7)
-    fig.suptitle("SFT: predicted vs observed log-odds shifts (90% intervals of the mean)")
+def plot_contrasts(blocks: dict, path: Path) -> Path:
+    """ICL contrast (t+ minus t- log-odds of the matching answer) vs shots, and the SFT dose-response, per model."""
+    fig, axes = _panels(2 * len(blocks))
+    labels = {True: "same trait", False: "other traits"}
+    for j, (name, b) in enumerate(blocks.items()):
+        ax = axes[2 * j]
+        _errorbars(ax, b["icl"]["contrast"], "n_shots", "same_trait", labels)
+        ax.set_xlabel("shots per pole")
+        ax.set_ylabel("contrast (nats)")
+        ax.set_title(f"{name}: ICL")
+        ax.legend(fontsize=7)
+        ax = axes[2 * j + 1]
+        _errorbars(ax, b["sft"]["contrast"], "step", "same_trait", labels)
+        ax.set_xlabel("LoRA steps")
+        ax.set_title(f"{name}: SFT (+ minus - fine-tune)")
+    fig.suptitle("Bias-cancelling contrasts (mean over items, +/- 1 se)")
     fig.tight_layout()
     return _savefig(fig, path)
 
 
-def plot_joint(dt: Any, path: Path) -> Path:
-    """Posterior histograms of ``beta_icl``, ``beta_sft`` and ``authorial_bias`` (joint model)."""
-    plt = _plt()
-    post = dt["posterior"]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    for name, col in (("beta_icl", "tab:blue"), ("beta_sft", "tab:red")):
-        x = np.asarray(post[name].values).ravel()
-        axes[0].hist(x, bins=40, alpha=0.5, color=col, density=True, label=name)
-    axes[0].set_xscale("log")
-    axes[0].set_title("evidence strengths")
-    axes[0].legend()
-    axes[1].hist(np.asarray(post["authorial_bias"].values).ravel(), bins=40, color="tab:green", alpha=0.7,
-                 density=True)
-    axes[1].axvline(0, color="k", lw=0.6)
-    axes[1].set_title("authorial_bias (toward Yes)")
-    fig.suptitle("psm_joint posteriors")
+def plot_cross(blocks: dict, path: Path) -> Path:
+    """Fine-tuned model under opposite-pole shots: observed vs out-of-sample predictions."""
+    have = {n: b["cross_prediction"] for n, b in blocks.items() if b.get("cross_prediction")}
+    fig, axes = _panels(max(1, len(have)))
+    for ax, (name, cp) in zip(axes, have.items()):
+        for pole, color in (("+", "tab:blue"), ("-", "tab:orange")):
+            rows = sorted((r for r in cp["by_pole_and_shots"] if r["fine_tuned_pole"] == pole),
+                          key=lambda r: r["shots_of_other_pole"])
+            x = [r["shots_of_other_pole"] for r in rows]
+            ax.plot(x, [r["observed"] for r in rows], "o", color=color, label=f"observed (SFT {pole})")
+            for m, style in (("persona_selection", "-"), ("response_bias", ":")):
+                if rows and m in rows[0]:
+                    ax.plot(x, [r[m] for r in rows], style, color=color, label=f"{m} (SFT {pole})")
+                    ax.fill_between(x, [r[f"{m}_lo"] for r in rows], [r[f"{m}_hi"] for r in rows], color=color,
+                                    alpha=0.1)
+        ax.set_xlabel("shots of the opposite pole")
+        ax.set_ylabel("log-odds of the matching answer")
+        ax.set_title(name)
+        ax.legend(fontsize=6)
+    fig.suptitle("Cross-prediction: fine-tuned model under opposite-pole shots (90% intervals)")
+    fig.tight_layout()
     return _savefig(fig, path)
 
 
-def plot_losses(losses: dict, path: Path) -> Path:
-    """LoRA training loss per step and seed."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(4.5, 3))
-    for seed, ls in losses.items():
-        ax.plot(np.arange(1, len(ls) + 1), ls, marker=".", label=f"seed {seed}")
-    ax.set_xlabel("step")
-    ax.set_ylabel("answer-token cross-entropy")
-    ax.set_yscale("log")
-    ax.legend()
-    ax.set_title("LoRA SFT loss")
+def plot_losses(blocks: dict, path: Path) -> Path:
+    """LoRA training loss per step, per model, pole and seed."""
+    fig, axes = _panels(len(blocks), 4.0, 3.0)
+    for ax, (name, b) in zip(axes, blocks.items()):
+        for run, ls in b["sft"]["losses"].items():
+            ax.plot(np.arange(1, len(ls) + 1), ls, marker=".", label=run)
+        ax.set_xlabel("step")
+        ax.set_yscale("log")
+        ax.set_title(f"{name}: LoRA loss")
+        ax.legend(fontsize=6)
+    fig.tight_layout()
     return _savefig(fig, path)

@@ -1,15 +1,15 @@
 """The experiment's ``report.md`` (markdown), and the one call that writes every file of a run.
 
 :func:`write_report` takes the :class:`~psm_bayes.experiments.pipeline.ExperimentResult`
-of :func:`~psm_bayes.experiments.pipeline.run_experiment` and writes, under
-its ``out_dir`` (every file atomically):
+and writes, under its ``out_dir`` (every file atomically):
 
-* ``report.md`` -- setup, prior, ICL curves and model comparison (PSIS-LOO,
-  extrapolation NRMSE), SFT shifts (LOO, predicted-vs-observed correlation),
-  joint posteriors, a diagnostics table (max R-hat, min bulk ESS,
-  divergences per fit) and timings (:func:`render_report`);
+* ``report.md`` (:func:`render_report`): the pre-stated criteria and their
+  verdicts per model, the design and its label balance, the screening, per
+  model the persona separation, the ICL and SFT contrasts, the grouped-CV
+  comparisons, posteriors, predictive checks, prior-data conflicts and the
+  cross-prediction, a side-by-side table of the models, diagnostics, timings;
 * ``plots/*.png`` (:mod:`psm_bayes.experiments.plots`);
-* ``fits/<model>.nc`` and ``data/*.csv`` (:mod:`psm_bayes.experiments.outputs`).
+* ``fits/<model>/<dataset>-<fit>.nc`` and ``data/<model>/*.csv`` (:mod:`psm_bayes.experiments.outputs`).
 
 The numbers come from :mod:`psm_bayes.experiments.summary`; nothing here computes statistics.
 """
@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from psm_bayes.experiments.criteria import criteria_markdown, stated_criteria
 from psm_bayes.experiments.outputs import save_fit, write_csv, write_text
-from psm_bayes.experiments.plots import plot_icl_curves, plot_joint, plot_losses, plot_prior, plot_sft_shifts
+from psm_bayes.experiments.plots import plot_contrasts, plot_cross, plot_losses
 
 
 def md_table(df: pd.DataFrame, floatfmt: str = ".3g", index: bool = True) -> str:
@@ -42,58 +43,33 @@ def md_table(df: pd.DataFrame, floatfmt: str = ".3g", index: bool = True) -> str
     return "\n".join(lines)
 
 
-_CONTEXT_TEXT = {"description": "its description as a preamble",
-                 "fewshot": "{k} in-context example answers by the persona -- the positive pole gives each "
-                            "statement's matching answer, the negative pole the other one",
-                 "both": "its description, then {k} in-context example answers by the persona"}
-
-
-def _separation_table(sep: dict) -> str:
-    """Markdown: per trait, plus / minus / separation for each persona form measured."""
-    if not sep:
-        return "(not measured)"
-    modes = list(sep)
-    traits = list(next(iter(sep.values()))["by_trait"])
-    cols = ["trait"] + [f"{m} {c}" for m in modes for c in ("plus", "minus", "sep")] + ["neutral", "items"]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    first = sep[modes[0]]["by_trait"]
-    for t in traits:
-        vals = [f"{sep[m]['by_trait'][t][c]:+.3f}" for m in modes for c in ("plus", "minus", "separation")]
-        lines.append(f"| {t} | " + " | ".join(vals) + f" | {first[t]['neutral']:+.3f} | {int(first[t]['n_items'])} |")
-    vals = [f"**{sep[m][c]:+.3f}**" for m in modes for c in ("mean_plus", "mean_minus", "mean_separation")]
-    lines.append("| mean | " + " | ".join(vals) + " | | |")
-    vals = [f"{sep[m]['prior_max_over_min']:.2f}" if c == "plus" else "" for m in modes for c in ("plus", "minus", "sep")]
-    lines.append("| prior max/min | " + " | ".join(vals) + " | | |")
-    return "\n".join(lines)
-
-
-def _fmt_post(p: dict) -> str:
-    return f"{p['mean']:.3g} (sd {p['sd']:.2g}; {int(100 * p['prob'])}% [{p['lo']:.3g}, {p['hi']:.3g}])"
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(name).name) or "model"
 
 
 def write_files(res: Any) -> None:
-    """Every fit as ``fits/<name>.nc`` (compacted), the measurements and the persona table as ``data/*.csv``."""
+    """Every fit (compacted NetCDF) and every measurement table (CSV), per model."""
     out = Path(res.out_dir)
-    cfg = res.config
-    for name, dt in res.fits.items():
-        save_fit(dt, out / "fits" / f"{name}.nc", loglik_draws=cfg.fit.saved_loglik_draws,
-                 predictive_draws=cfg.fit.saved_predictive_draws)
-    write_csv(out / "data" / "icl_measurements.csv", res.icl.measurements)
-    write_csv(out / "data" / "sft_measurements.csv", res.sft.measurements)
-    write_csv(out / "data" / "persona_table.csv", res.personas.table["loglik"].to_dataframe().reset_index())
+    fit = res.config.fit
+    for name, run in res.runs.items():
+        for fit_name, dt in run.fitted.fits.items():
+            save_fit(dt, out / "fits" / _safe(name) / (fit_name.replace("/", "-") + ".nc"),
+                     loglik_draws=fit.saved_loglik_draws, predictive_draws=fit.saved_predictive_draws)
+        data = out / "data" / _safe(name)
+        write_csv(data / "icl_measurements.csv", run.icl.measurements)
+        write_csv(data / "icl_contrasts.csv", run.icl.contrasts)
+        write_csv(data / "sft_measurements.csv", run.sft.measurements)
+        write_csv(data / "sft_trained_items.csv", run.sft.trained_measurements)
+        write_csv(data / "persona_table.csv", run.personas.table["loglik"].to_dataframe().reset_index())
 
 
 def write_plots(res: Any) -> None:
     """The report's PNG plots under ``plots/``."""
     plots = Path(res.out_dir) / "plots"
-    split = res.results["icl"]["extrapolation_split"]["train_max_shots"]
-    plot_prior(list(res.personas.personas.ids), res.personas.prior_weights, plots / "prior.png")
-    plot_icl_curves(res.fits, res.icl.data, plots / "icl_curves.png", split_n=split)
-    plot_icl_curves(res.fits, res.icl.data, plots / "icl_curves_laws.png",
-                    models=("bayesian_icl_law", "power_law"), split_n=split)
-    plot_sft_shifts(res.fits, res.sft.data, plots / "sft_shifts.png")
-    plot_joint(res.fits["psm_joint"], plots / "joint_posteriors.png")
-    plot_losses(res.results["sft"]["losses"], plots / "sft_loss.png")
+    blocks = res.results["models"]
+    plot_contrasts(blocks, plots / "contrasts.png")
+    plot_cross(blocks, plots / "cross_prediction.png")
+    plot_losses(blocks, plots / "sft_loss.png")
 
 
 def write_report(res: Any) -> Path:
@@ -103,42 +79,207 @@ def write_report(res: Any) -> Path:
     return write_text(Path(res.out_dir) / "report.md", render_report(res))
 
 
+def _df(rows: list[dict], index: str | None = None) -> pd.DataFrame:
+    df = pd.DataFrame(rows)
+    return df.set_index(index) if index and len(df) else df
+
+
+def _verdicts(blocks: dict) -> str:
+    names = list(next(iter(blocks.values()))["criteria"])
+    cols = ["criterion"] + list(blocks)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for j, c in enumerate(names):
+        cells = []
+        for b in blocks.values():
+            v = b["criteria"][j]
+            word = {True: "**pass**", False: "**FAIL**", None: "n/a"}[v["passed"]]
+            cells.append(f"{word} ({v['evidence']})")
+        lines.append(f"| {c['name']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _compare_md(cmp: dict) -> str:
+    df = pd.DataFrame(cmp["rows"]).T
+    df.index.name = "model"
+    cols = [c for c in ("elpd", "se", "elpd_diff", "dse", "psm_minus", "psm_minus_se", "pareto_k_bad",
+                        "max_pareto_k") if c in df.columns]
+    return md_table(df[cols].astype(float), floatfmt=".2f") + f"\n\nMethod: {cmp['method']} ({cmp['n_groups']} items)."
+
+
+def side_by_side(blocks: dict) -> pd.DataFrame:
+    """One column per model: separation, contrasts, evidence strengths, comparisons, verdicts."""
+    rows = {}
+    for name, b in blocks.items():
+        col = {"prompt format": b["model"]["prompt_format"].split(":")[0],
+               "persona separation (eval items)": np.mean([v["mean_separation"]
+                                                           for v in b["persona_separation"].values()][:1]),
+               "ICL contrast at max shots": b["icl"]["contrast_at_max_shots"]["mean"],
+               "SFT contrast (same trait, last step)": (b["sft"]["dose_response"] or [{"mean": np.nan}])[-1]["mean"]}
+        for fit, post in b["posteriors"].items():
+            for k, v in post.items():
+                col[f"{k} ({fit.split('/')[0]})"] = v["mean"]
+        for which in ("icl", "sft"):
+            rows_ = b[which]["compare"]["rows"]
+            col[f"{which}: best by grouped CV"] = b[which]["compare"]["best"]
+            for n, r in rows_.items():
+                if n != "persona_selection":
+                    col[f"{which}: PSM minus {n} (se)"] = f"{r['psm_minus']:+.1f} ({r['psm_minus_se']:.1f})"
+        for c in b["criteria"]:
+            col[f"criterion {c['name']}"] = {True: "pass", False: "FAIL", None: "n/a"}[c["passed"]]
+        rows[name] = col
+    return pd.DataFrame(rows)
+
+
+def _paragraph(blocks: dict) -> str:
+    parts = []
+    for name, b in blocks.items():
+        c = b["icl"]["contrast_at_max_shots"]
+        dose = b["sft"]["dose_response"]
+        verdict = {c_["name"]: c_["passed"] for c_ in b["criteria"]}
+        s = (f"On **{name}**, {c['n_shots']} label-balanced shots of a trait's positive pole raise the log-odds of "
+             f"the matching answer on held-out statements of that trait by {c['mean']:+.2f} nats (se {c['se']:.2f}) "
+             f"relative to the same statements answered by the negative pole")
+        if dose:
+            s += (f"; fine-tuning on the positive instead of the negative pole moves the same-trait held-out items "
+                  f"by {dose[-1]['mean']:+.2f} nats (se {dose[-1]['se']:.2f}) after {dose[-1]['step']} steps")
+        support = [k for k, v in verdict.items() if v]
+        against = [k for k, v in verdict.items() if v is False]
+        s += (f". Criteria met: {', '.join(support) or 'none'}; failed: {', '.join(against) or 'none'}. "
+              "A failed comparison criterion means the data do not single out persona selection over that null "
+              "at this size; it does not show the null is true.")
+        parts.append(s)
+    return "\n\n".join(parts)
+
+
+def _model_section(name: str, b: dict) -> str:
+    sep = b["persona_separation"]
+    sep_tables = "\n\n".join(f"Persona form `{mode}` (prior max/min {v['prior_max_over_min']:.2f}):\n\n"
+                             + md_table(pd.DataFrame(v["by_trait"]).T, floatfmt="+.3f") for mode, v in sep.items())
+    ppc = b["icl"]["predictive_check"]
+    ppc_md = "\n\n".join(f"`{m}`:\n\n" + md_table(_df(rows), floatfmt=".2f", index=False) for m, rows in ppc.items()
+                         if m in ("persona_selection", "response_bias"))
+    cp = b.get("cross_prediction")
+    cp_md = ("(not measured)" if not cp else
+             md_table(_df(cp["by_pole_and_shots"]), floatfmt=".2f", index=False)
+             + "\n\nRMSE: " + ", ".join(f"`{m}` {v:.3f}" for m, v in cp["rmse"].items()))
+    conflicts = b["prior_data_conflict"]
+    conf_md = md_table(_df(conflicts), floatfmt=".3g", index=False) if conflicts else "None."
+    post = "\n".join(f"- `{fit}`: " + "; ".join(f"{k} = {v['mean']:.3g} (90% [{v['lo']:.3g}, {v['hi']:.3g}])"
+                                                 for k, v in p.items()) for fit, p in b["posteriors"].items())
+    cpred = "; ".join(f"`{m}` r = {v['r']:.2f}" + ("" if v["lo"] is None else f" [{v['lo']:.2f}, {v['hi']:.2f}]")
+                      for m, v in b["icl"]["contrast_prediction"].items())
+    diag = pd.DataFrame(b["diagnostics"]).T
+    dcols = [c for c in ("max_rhat", "min_ess_bulk", "divergences", "pareto_k_bad", "ok", "refit") if c in diag]
+    return f"""## Model `{name}`
+
+Prompt format: {b['model']['prompt_format']}. Model key `{b['model']['model_key']}`.
+
+### Persona separation (evaluation items; bias-cancelled: same statements, opposite example answers)
+
+{sep_tables}
+
+### ICL: contrast (t+ minus t- log-odds of the matching answer), mean over items
+
+{md_table(_df(b['icl']['contrast']), floatfmt='+.3f', index=False)}
+
+Same-trait contrast per shot trait:
+
+{md_table(_df(b['icl']['contrast_by_trait']), floatfmt='+.3f', index=False)}
+
+Grouped cross-validation on the ICL data (every model sees the same `SelectionData`):
+
+{_compare_md(b['icl']['compare'])}
+
+Predicted vs observed contrasts (Pearson r, 90% item bootstrap): {cpred}.
+
+Posterior predictive check (mean log-odds by shots, pole and matching option; 90% interval of the group mean):
+
+{ppc_md}
+
+### SFT: dose-response of the contrast (+ minus - fine-tune; evaluation items only, trained items apart)
+
+{md_table(_df(b['sft']['contrast']), floatfmt='+.3f', index=False)}
+
+Trained statements (never in a comparison), shift after - before per pole:
+
+{md_table(_df(b['sft']['trained_items_shift']), floatfmt='+.3f', index=False)}
+
+{_compare_md(b['sft']['compare'])}
+
+### Evidence strengths (persona_selection)
+
+{post}
+
+### Cross-prediction: fine-tuned model under opposite-pole shots (out of sample)
+
+{cp_md}
+
+### Prior-data conflicts (posterior median outside the prior's central 99%)
+
+{conf_md}
+
+### Diagnostics
+
+{md_table(diag[dcols], floatfmt='.3g')}
+"""
+
+
 def render_report(res: Any) -> str:
     """The text of ``report.md`` (markdown; plots referenced under ``plots/``)."""
     r = res.results
     cfg = res.config
-    personas = res.personas.personas
-    split = r["icl"]["extrapolation_split"]["train_max_shots"]
-    diag = pd.DataFrame(r["diagnostics"]).T[["max_rhat", "min_ess_bulk", "divergences", "ok", "chains", "draws",
-                                              "refit", "first_fit"]]
-    diag.index.name = "fit"
-    diag["max_rhat"] = [f"{float(v):.4f}" for v in diag["max_rhat"]]
-    diag["min_ess_bulk"] = [f"{float(v):.0f}" for v in diag["min_ess_bulk"]]
-    icl_cmp = res.compare["icl"].copy()
-    icl_cmp.index.name = "model"
-    icl_cmp["extrap_rmse"] = [r["icl"]["extrapolation"][n]["rmse"] for n in icl_cmp.index]
-    icl_cmp["extrap_nrmse"] = [r["icl"]["extrapolation"][n]["nrmse"] for n in icl_cmp.index]
-    icl_cols = [c for c in ("rank", "elpd", "se", "p", "elpd_diff", "dse", "weight", "extrap_rmse", "extrap_nrmse")
-                if c in icl_cmp.columns]
-    sft_cmp = res.compare["sft"].copy()
-    sft_cmp.index.name = "model"
-    sft_cols = [c for c in ("rank", "elpd", "se", "p", "elpd_diff", "dse", "weight") if c in sft_cmp.columns]
-    corr = r["sft"]["correlation"]
-    shifts = pd.DataFrame(r["sft"]["mean_shift"]).T
-    shifts.index.name = "items"
-    j = r["joint"]
-    prior_df = pd.DataFrame({"persona": list(personas.ids), "name": list(personas.names),
-                             "prior": res.personas.prior_weights}).set_index("persona")
+    blocks = r["models"]
+    design = res.design
+    scr = r["screening"]
+    scr_md = ("Traits given in the configuration (no screening)." if scr is None else
+              f"Rule: {scr['rule']} (threshold {scr['threshold']} nats).\n\n"
+              + md_table(pd.DataFrame(scr["table"]).T, floatfmt="+.3f"))
+    cfg_lines = "\n".join(f"- `{k}`: {v}" for k, v in r["config"].items())
     timings = pd.DataFrame({"seconds": r["timings"]})
     timings.index.name = "stage"
-    sep_md = _separation_table(r.get("persona_separation", {}))
-    cfg_lines = "\n".join(f"- `{k}`: {v}" for k, v in r["config"].items())
-    text = f"""# PSM on a real language model: {r['model']['model_id']}
+    return f"""# The persona selection model on real language models
 
-Model key `{r['model']['key']}`. Sizes: {r['sizes']['personas']} personas, {r['sizes']['table_items']} probe
-items in the persona table, {r['sizes']['icl_rows']} ICL measurements in {r['sizes']['icl_curves']} curves,
-{r['sizes']['sft_items']} SFT probe items ({r['sizes']['sft_train_examples']} training episodes of
-`{cfg.trained_trait}`+).
+Models: {', '.join(f'`{m}`' for m in blocks)}. Probes: {r['probe_source']}; traits: {', '.join(r['traits'])};
+SFT trait: `{design.sft_trait}`.
+
+## 1. Pre-stated criteria
+
+Written from the configuration before any measurement (also in `criteria.md`):
+
+{criteria_markdown(stated_criteria(cfg))}
+
+Verdicts:
+
+{_verdicts(blocks)}
+
+## 2. What the data support
+
+{_paragraph(blocks)}
+
+## 3. Design
+
+Roles (statements; disjoint, asserted in code): {r['design']['roles']}. Label balance (fraction of Yes among
+matching answers): {r['design']['label_balance']}. Shot counts {r['design']['n_values']} (every prefix balanced);
+`t+` and `t-` contexts use identical statements with opposite answers, so a Yes/No response bias cancels in
+the contrast. The pre-training prior is fitted on the neutral answers to the prior items only.
+
+### Screening
+
+{scr_md}
+
+## 4. Models side by side
+
+{md_table(side_by_side(blocks), floatfmt='.3g')}
+
+![contrasts](plots/contrasts.png)
+
+![cross-prediction](plots/cross_prediction.png)
+
+![SFT loss](plots/sft_loss.png)
+
+{chr(10).join(_model_section(n, b) for n, b in blocks.items())}
+
+## Configuration and timings
 
 <details><summary>Configuration</summary>
 
@@ -146,88 +287,5 @@ items in the persona table, {r['sizes']['icl_rows']} ICL measurements in {r['siz
 
 </details>
 
-## 1. Persona table and pre-training prior
-
-Every persona (both poles of each trait; context: {_CONTEXT_TEXT[cfg.persona_context].format(k=cfg.persona_examples)})
-and the neutral context (no persona text) score every probe; the prior `pi` is the persona mixture that best
-explains the neutral answers (EM, {r['prior']['em_iterations']} iterations, converged: {r['prior']['em_converged']},
-pseudo-count {cfg.prior_pseudo_count}).  The few-shot examples are {cfg.persona_examples} statements per trait
-reserved from the training pool: never held out, never ICL shots or SFT episodes, never scored in the table.
-
-![prior](plots/prior.png)
-
-{md_table(prior_df)}
-
-**Persona separation**: mean log-odds of the matching answer on each trait's table items under its `+` and
-`-` persona (`separation` = plus - minus; `neutral` = no persona text), for each persona form measured
-(the report uses `{cfg.persona_context}`); last rows: mean over traits and the EM prior's max/min weight ratio.
-
-{sep_md}
-
-## 2. In-context learning curves
-
-Shots: statements of one trait answered with its positive pole's matching answer; measured on held-out
-statements of the same trait and of every other trait (`nll` = -log p(matching answer), Yes/No renormalised).
-Curves are (shot trait -> item trait); NUTS {cfg.fit.num_chains} chains x {cfg.fit.num_samples} draws.
-
-![ICL curves](plots/icl_curves.png)
-
-![ICL curves, laws](plots/icl_curves_laws.png)
-
-PSIS-LOO (higher `elpd` is better) and extrapolation (fit on n <= {split},
-predict n in {r['icl']['extrapolation_split']['test_shots']}; NRMSE = RMSE / sd of the observed test nll):
-
-{md_table(icl_cmp[icl_cols])}
-
-`psm_icl`: beta_icl = {_fmt_post(r['icl']['beta_icl'])}; authorial_bias = {_fmt_post(r['icl']['authorial_bias'])}.
-
-## 3. Fine-tuning (LoRA SFT) shifts
-
-LoRA r={cfg.sft.rank} on `{cfg.trained_trait}`+ ({cfg.sft_examples} episodes, {cfg.sft.steps} steps x
-{cfg.sft.batch_size}, lr {cfg.sft.lr}, {len(cfg.sft.seeds)} seed(s)); shift = change in log-odds of the matching
-answer (mean over seeds).
-
-{md_table(shifts)}
-
-![SFT shifts](plots/sft_shifts.png)
-
-![SFT loss](plots/sft_loss.png)
-
-{md_table(sft_cmp[sft_cols])}
-
-Predicted-vs-observed correlation (posterior mean, 90% interval):
-{'; '.join(f"`{n}` r = {c['mean']:.3f} [{c['lo']:.3f}, {c['hi']:.3f}]" for n, c in corr.items())}.
-`psm_sft`: beta_sft = {_fmt_post(r['sft']['beta_sft'])}.
-
-## 4. Joint model
-
-`psm_joint` (shared prior and authorial bias; separate evidence strengths):
-
-- beta_icl = {_fmt_post(j['beta_icl'])}
-- beta_sft = {_fmt_post(j['beta_sft'])}
-- authorial_bias = {_fmt_post(j['authorial_bias'])}
-- beta_sft / beta_icl: median {j['beta_sft_over_beta_icl']['median']:.3g}
-  (90% [{j['beta_sft_over_beta_icl']['lo']:.3g}, {j['beta_sft_over_beta_icl']['hi']:.3g}]);
-  P(beta_sft > beta_icl) = {j['p_beta_sft_gt_beta_icl']:.3f}
-
-![joint](plots/joint_posteriors.png)
-
-## 5. Diagnostics
-
-Latent sites only; `ok` = max R-hat < 1.01, min bulk ESS >= 400, no divergences.  NUTS: {cfg.fit.num_warmup}
-warm-up + {cfg.fit.num_samples} draws per chain, target_accept {cfg.fit.target_accept}; a fit that missed R-hat/ESS is
-refitted once with twice the warm-up and draws and target_accept 0.95 (`refit`; `first_fit` = its first
-diagnostics).  Saved fits keep every posterior draw of the latent sites; the pointwise log-likelihood and the
-posterior predictive are thinned to {cfg.fit.saved_loglik_draws} / {cfg.fit.saved_predictive_draws} draws (float32) and
-the per-row deterministic means are not saved (the report's numbers use every draw).
-
-{md_table(diag)}
-
-## 6. Files and timings
-
-Fits: `fits/<model>.nc` (ArviZ DataTrees). Raw measurements: `data/*.csv`. Headline numbers: `results.json`.
-LLM measurements are cached in `cache/` (a rerun resumes).
-
 {md_table(timings, floatfmt='.1f')}
 """
-    return text
