@@ -290,8 +290,8 @@ def test_screening_on_anthropic_persona_files(gemma, tmp_path):
         pytest.skip("no Anthropic persona files here")
     src = screening.probe_source(ANTHROPIC, ("agreeableness", "extraversion"))
     assert src.spec.personas.ids == ("agreeableness+", "agreeableness-", "extraversion+", "extraversion-")
-    res = screening.screen_traits(gemma, src, n_items=4, n_examples=4, keep=1, threshold=-100.0, seed=0,
-                                  cache_dir=tmp_path)
+    res = screening.screen_traits(gemma, src, n_items=4, n_examples=4, keep=1, threshold=-100.0, n_se=-100.0,
+                                  seed=0, cache_dir=tmp_path)    # everything passes: the largest is kept
     assert set(res.table.index) == {"agreeableness", "extraversion"} and len(res.traits) == 1
     assert res.table.loc[res.traits[0], "separation"] == res.table["separation"].max()
     assert len(res.probes) == len(src.probes) - 2 * (4 + 4)          # screened statements are gone
@@ -330,10 +330,9 @@ def test_lora_checkpoints_move_trained_items_and_count_episodes(gemma):
 def test_pipeline_end_to_end_tiny(gemma, tmp_path):
     from psm_bayes.experiments.pipeline import run_experiment
 
-    cfg = ExperimentConfig.quick(probes_per_trait=2, prior_items=2, persona_examples=2, max_shots=2,
-                                 sft_examples=2, sft_checkpoints=(1, 2), sft_batch_size=2,
-                                 null_models=("response_bias",), num_warmup=60, num_samples=60, num_chains=1,
-                                 models=("gemma3-270m",), dtype="float32")
+    from psm_bayes.experiments.config import TINY
+
+    cfg = ExperimentConfig.quick(**TINY, dtype="float32")
     res = run_experiment(cfg, tmp_path, progress=False, loaded={"gemma3-270m": gemma},
                          loaded_fp32={"gemma3-270m": gemma})
     r = json.loads((tmp_path / "results.json").read_text())

@@ -93,8 +93,6 @@ class ExperimentConfig:
         Which persona description to use.
     prior_pseudo_count : float
         EM pseudo-count (keeps every prior weight positive).
-    table_method : {"fast", "scorer"}
-        Persona-table scorer (:func:`psm_bayes.experiments.persona_table.score_persona_table`).
     models : tuple of str
         Models to run, each a registry name, a ``.gguf`` or a model directory
         (default :data:`DEFAULT_MODELS`); the report compares them.
@@ -127,22 +125,21 @@ class ExperimentConfig:
     orderings: int = 1
     sft_trait: str | None = None
     sft_examples: int = 12
-    sft_checkpoints: tuple[int, ...] = (4, 8, 16)
+    sft_checkpoints: tuple[int, ...] = (2, 4, 8)
     persona_examples: int = 8
     seed: int = 0
     persona_context: str = "fewshot"
     compare_persona_contexts: bool = True
     description_index: int = 0
     prior_pseudo_count: float = 1.0
-    table_method: str = "fast"
     models: tuple[str, ...] = DEFAULT_MODELS
     dtype: str = "bfloat16"
     threads: int = 1
     batch_size: int = 16
     criteria_se: float = 2.0
     null_models: tuple[str, ...] = NULLS
-    sft: SFTSettings = SFTSettings(steps=16, seeds=(0, 1, 2))
-    fit: FitSettings = FitSettings()
+    sft: SFTSettings = SFTSettings(steps=8, seeds=(0, 1, 2))
+    fit: FitSettings = FitSettings(num_warmup=500, num_samples=500)
 
     def __post_init__(self) -> None:
         from psm_bayes.experiments.persona_table import PERSONA_CONTEXTS
@@ -263,8 +260,14 @@ class ExperimentConfig:
             d[flat] = len(v) if flat == "sft_seeds" else v
         return d
 
+TINY: dict[str, Any] = dict(probes_per_trait=2, prior_items=2, persona_examples=2, max_shots=2, sft_examples=2,
+                            sft_checkpoints=(1, 2), sft_batch_size=2, null_models=("response_bias",),
+                            num_warmup=60, num_samples=60, num_chains=1, models=DEFAULT_MODELS[:1])
+"""Overrides of :meth:`ExperimentConfig.quick` for the smallest real run (tests, ``PSM_BAYES_SMALL=1``)."""
+
+
 def config_from_env(**overrides: Any) -> ExperimentConfig:
-    """Notebook settings: ``ExperimentConfig.quick()`` (tiny) when ``PSM_BAYES_SMALL=1``, else ``small()``."""
+    """Notebook settings: the tiny setting (:data:`TINY`) when ``PSM_BAYES_SMALL=1``, else ``small()``."""
     if os.environ.get("PSM_BAYES_SMALL", "") not in ("", "0"):
-        return ExperimentConfig.quick(**overrides)
+        return ExperimentConfig.quick(**{**TINY, **overrides})
     return ExperimentConfig.small(**overrides)

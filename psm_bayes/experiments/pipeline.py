@@ -152,7 +152,7 @@ def run_experiment(config: ExperimentConfig | None = None, out_dir: str | os.Pat
                                            keep=cfg.screen_traits, threshold=cfg.screen_threshold, seed=cfg.seed,
                                            cache_dir=out / "cache" / _safe(first) / "screen", batch_size=cfg.batch_size)
         probes, traits = screened.probes, screened.traits
-        del model
+        loaded[first] = model                      # reused by the first model's stages
         log.done(f"screening {len(source.probes.traits)} traits")
     design = make_design(cfg, probes, traits)
     runs, blocks = {}, {}

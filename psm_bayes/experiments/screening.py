@@ -97,7 +97,7 @@ class Screening:
 
 
 def screen_traits(loaded: Any, source: ProbeSource, *, n_items: int, n_examples: int, keep: int,
-                  threshold: float, seed: int, cache_dir: str | Path | None = None,
+                  threshold: float, seed: int, n_se: float = 2.0, cache_dir: str | Path | None = None,
                   batch_size: int = 16) -> Screening:
     """Bias-cancelled separation of every trait of ``source``; pick the traits the model separates.
 
@@ -110,8 +110,10 @@ def screen_traits(loaded: Any, source: ProbeSource, *, n_items: int, n_examples:
     keep : int
         Most traits kept.
     threshold : float
-        Minimum separation in nats (and > 2 se).
+        Minimum separation in nats.
     seed : int
+    n_se : float
+        Minimum separation in standard errors (over statements).
     cache_dir : path, optional
     batch_size : int
 
@@ -142,11 +144,11 @@ def screen_traits(loaded: Any, source: ProbeSource, *, n_items: int, n_examples:
         se = float(d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else float("inf")
         sep = float(d.mean())
         rows.append({"trait": t, "separation": sep, "se": se, "n_items": int(d.size),
-                     "passed": bool(sep > threshold and sep > 2 * se)})
+                     "passed": bool(sep > threshold and sep > n_se * se)})
     table = pd.DataFrame(rows).set_index("trait")
     picked = tuple(table[table["passed"]].sort_values("separation", ascending=False).index[:keep])
     if not picked:
-        raise DataError(f"screening: no trait separates (separation > {threshold} nats and > 2 se); "
+        raise DataError(f"screening: no trait separates (separation > {threshold} nats and > {n_se} se); "
                         f"best {table['separation'].idxmax()!r} {table['separation'].max():+.3f}")
     table["picked"] = [t in picked for t in table.index]
     rest = np.setdiff1d(np.arange(len(probes)), np.concatenate(used))
