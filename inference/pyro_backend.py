@@ -70,9 +70,10 @@ def pointwise_log_likelihood(model: Callable, data: Any, priors: Any, flat: dict
             draw = {k: v[s] for k, v in flat.items()}
             tr = poutine.trace(poutine.condition(model, draw)).get_trace(data, priors)
             for name in spec.observed:
-                site = tr.nodes[name]
-                out[name].append(_np(site["fn"].log_prob(site["value"])))
-    return {k: np.stack(v) for k, v in out.items()}
+                if name in tr.nodes:  # a model may observe only some of its sites, as its data holds them
+                    site = tr.nodes[name]
+                    out[name].append(_np(site["fn"].log_prob(site["value"])))
+    return {k: np.stack(v) for k, v in out.items() if v}
 
 
 def _own_shapes(model: Callable, data: Any, priors: Any, draws: dict[str, torch.Tensor]) -> dict:
@@ -94,7 +95,7 @@ def _complete(model: Callable, data: Any, priors: Any, latent: dict, n_chains: i
     if predictive:
         ll = pointwise_log_likelihood(model, data, priors, latent)
         groups["log_likelihood"] = {k: v.reshape((n_chains, -1) + v.shape[1:]) for k, v in ll.items()}
-        groups["posterior_predictive"] = _by_chain({k: pred[k] for k in spec.observed}, n_chains)
+        groups["posterior_predictive"] = _by_chain({k: pred[k] for k in spec.observed if k in pred}, n_chains)
     return groups
 
 

@@ -228,16 +228,27 @@ def test_bad_input_names_the_field(field, value, message):
         data.replace(**{field: value})
 
 
-@pytest.mark.parametrize("backend", ["numpyro", "pyro"])
-def test_prior_predictive_is_valid_data(backend):
+def _valid_prior_predictive(backend: str, name: str):
     from psm_bayes.inference.backends import get_backend
 
     data = toy(3, seed=3, latent_prior=True)
-    for name in MODELS:
+    if backend == "numpy":  # the simulator: the same model body run forward with numpy draws
+        runs = [forward(name, data, PRIORS[4.0], seed=s) for s in range(200)]
+        draws = {k: np.stack([r[k] for r in runs]) for k in ("y", "logodds")}
+    else:
         draws = get_backend(backend).prior_predictive(catalogue.model(name, backend), data, seed=0,
                                                       priors=PRIORS[4.0], num_samples=200)
-        y, lo = np.asarray(draws["y"]), np.asarray(draws["logodds"])
-        assert y.shape == (200, data.episode_count.sum()) and lo.shape == (200, 9)
-        assert set(np.unique(y)) <= {0, 1, 2} and len(np.unique(y)) == 3  # every option drawn, no other value
-        assert np.isfinite(lo).all() and lo.std() > 0
-        data.with_observed({"y": y[0], "logodds": lo[0]})  # a draw is accepted as data
+    return data, draws
+
+
+# NumPyro's prior predictive compiles the model (~20 s on a busy 2-core machine): one model there, all in Pyro/numpy
+@pytest.mark.parametrize("backend, name", [("numpyro", "persona_selection")]
+                         + [(b, n) for b in ("pyro", "numpy") for n in MODELS])
+def test_prior_predictive_is_valid_data(backend, name):
+    data, draws = _valid_prior_predictive(backend, name)
+    y, lo = np.asarray(draws["y"]), np.asarray(draws["logodds"])
+    assert y.shape == (200, data.episode_count.sum()) and lo.shape == (200, 9)
+    assert set(np.unique(y)) <= {0, 1, 2} and len(np.unique(y)) == 3  # every option drawn, no other value
+    assert np.isfinite(lo).all() and lo.std() > 0
+    replicate = data.with_observed({"y": y[0], "logodds": lo[0]})  # a draw is accepted as data, one row per episode
+    assert replicate.episode_count.sum() == data.episode_count.sum() == len(replicate.episode_condition)
