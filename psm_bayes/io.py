@@ -70,30 +70,43 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def clean_stray(path: str | Path) -> list[Path]:
-    """Remove temporary files of ``path`` left by killed writers; return what was removed.
-
-    A temporary name carries its writer's process id; only those of processes
-    that no longer run are touched. A replaced Zarr folder set aside by a
-    writer killed between its two renames is restored when ``path`` is missing.
-    """
-    path = Path(path)
-    removed: list[Path] = []
-    if not path.parent.is_dir():
-        return removed
+def _stray(directory: Path, prefix: str) -> list[tuple[Path, Path]]:
+    """``(temporary, its target)`` for temporaries named ``.<prefix>*`` of dead writers in ``directory``."""
+    found = []
     for kind in (_OLD, _TMP):
-        for p in path.parent.glob(f".{path.name}{kind}*"):
+        for p in directory.glob(f".{prefix}*{kind}*"):
+            target_name, _, rest = p.name[1:].rpartition(kind)
             try:
-                pid = int(p.name[len(path.name) + 1 + len(kind):].split("-")[0])
+                pid = int(rest.split("-")[0])
             except ValueError:
                 continue
-            if _pid_alive(pid) and pid != os.getpid():
+            if not _pid_alive(pid):
+                found.append((p, directory / target_name))
+    return found
+
+
+def clean_stray(path: str | Path, *, folder: bool = False) -> list[Path]:
+    """Remove temporary files left by killed writers; return what was removed.
+
+    With ``folder=False``, those of target ``path``; with ``folder=True``,
+    those of every target in folder ``path`` (for stores of many uniquely
+    named files, such as caches). A temporary name carries its writer's
+    process id; only those of processes that no longer run are touched. A Zarr
+    folder set aside by a writer killed between its two renames is restored
+    when its target is missing.
+    """
+    path = Path(path)
+    directory, prefix = (path, "") if folder else (path.parent, path.name)
+    removed: list[Path] = []
+    if not directory.is_dir():
+        return removed
+    for tmp, target in _stray(directory, prefix):
+        if folder or target == path:
+            if _OLD in tmp.name and not target.exists():
+                os.replace(tmp, target)
                 continue
-            if kind == _OLD and not path.exists():
-                os.replace(p, path)
-                continue
-            _remove(p)
-            removed.append(p)
+            _remove(tmp)
+            removed.append(tmp)
     return removed
 
 
@@ -169,8 +182,15 @@ def check_writable(path: str | Path, flag: str = "--out") -> None:
     parent = path.parent
     while not parent.exists():
         parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"{flag}: cannot write {str(path)!r}: folder {str(parent)!r} is not writable")
+    try:  # really create (and remove) a file: permission bits alone miss read-only mounts, /proc, ...
+        if not parent.is_dir():
+            raise NotADirectoryError(str(parent))
+        probe = parent / f".psm-probe-{os.getpid()}-{secrets.token_hex(4)}"
+        probe.touch(exist_ok=False)
+        probe.unlink()
+    except OSError as err:
+        raise OutputError(f"{flag}: cannot write {str(path)!r}: {str(parent)!r} is not a writable folder "
+                          f"({type(err).__name__})") from err
 
 
 def check_output(path: str | Path, suffixes: tuple[str, ...], *, flag: str = "--out", overwrite: bool = False,
@@ -339,43 +359,64 @@ def load_datatree(path: str | Path, *, flag: str = "fit") -> Any:
     dt = _open(path, "DataTree", flag, datatree=True)
     if "posterior" not in dt.children:
         kind = dt.attrs.get(MARKER) or dt.attrs.get("psm_bayes_data")
-        hint = " (it is a data file: fit it first with `psm-bayes fit`)" if kind in ("PSMData", "scores") else ""
+        data = kind in ("PSMData", "scores") or str(kind).startswith("data:")
+        hint = " (it is a data file: fit it first with `psm-bayes fit`)" if data else ""
         raise DataError(f"{flag}: {str(path)!r} has no 'posterior' group; expected a fit written by "
                         f"`psm-bayes fit`{hint}")
     return dt
 
 
-def save_data(data: PSMData, path: str | Path, *, overwrite: bool = False) -> Path:
-    """Write :class:`PSMData` to ``.nc`` or ``.zarr``, atomically."""
-    return save_xarray(data.to_dataset(), path, kind="PSMData", overwrite=overwrite)
+def save_data(data: Any, path: str | Path, *, overwrite: bool = False) -> Path:
+    """Write a model's data object (:class:`PSMData` or any catalogued data class) to ``.nc``/``.zarr``."""
+    from psm_bayes import datafile
+
+    return save_xarray(datafile.to_dataset(data), path, kind=datafile.kind_of(type(data)), overwrite=overwrite)
 
 
-def load_data(path: str | Path, *, flag: str = "data", episodes: "pd.DataFrame | None" = None) -> PSMData:
-    """Read :class:`PSMData` written by :func:`save_data`, or a ``score`` table plus an episodes table.
+def data_kind(path: str | Path, *, flag: str = "data") -> str:
+    """What a data file holds: ``"scores"`` (a ``score`` table), a data-class marker, or ``""``."""
+    ds = _open(Path(path), "data", flag)
+    kind = ds.attrs.get(MARKER) or ds.attrs.get("psm_bayes_data") or ""
+    if not kind and "loglik" in ds and "episode_item" not in ds and ds["loglik"].ndim == 3:
+        return "scores"
+    return str(kind)
+
+
+def load_data(path: str | Path, *, cls: type = PSMData, flag: str = "data",
+              episodes: "pd.DataFrame | None" = None) -> Any:
+    """Read the ``cls`` data written by :func:`save_data`, or a ``score`` table plus an episodes table.
 
     A file written by ``psm-bayes score`` holds only ``loglik``; it becomes
     :class:`PSMData` when ``episodes`` (a table read with
     :data:`EPISODES_SCHEMA`) is given, and a ``DataError`` explaining this
-    route otherwise.
+    route otherwise. ``episodes`` also replaces the episodes of a PSMData file.
     """
+    from psm_bayes import datafile
     from psm_bayes.data import LogLikTable, PersonaSet
 
     path = Path(path)
     ds = _open(path, "data", flag)
-    kind = ds.attrs.get(MARKER) or ds.attrs.get("psm_bayes_data")
-    if kind == "PSMData":
-        data = PSMData.from_dataset(ds)
-        return data if episodes is None else data.replace(episodes=episodes_from_table(episodes))
-    if kind == "scores" or ("loglik" in ds and "episode_item" not in ds and ds["loglik"].ndim == 3):
+    if data_kind(path, flag=flag) == "scores":
+        if cls is not PSMData:
+            raise DataError(f"{flag}: {str(path)!r} is a score table; with --episodes it is data for models "
+                            f"that take PSMData, not {cls.__name__}")
         if episodes is None:
             raise DataError(f"{flag}: {str(path)!r} is a score table (log-likelihoods, no episodes); add "
                             "--episodes TABLE.csv with columns item, option[, source, count] to fit it")
         table = LogLikTable(ds["loglik"].transpose("persona", "item", "option"))
-        names = ds["persona_description"].values.astype(str).tolist() if "persona_description" in ds else ()
-        personas = PersonaSet(table.personas, (), names) if names else None
-        return PSMData(loglik=table, episodes=episodes_from_table(episodes), personas=personas)
-    raise DataError(f"{flag}: {str(path)!r} is not a psm-bayes data file (expected one written by "
-                    "`psm-bayes simulate` or `psm-bayes score`)")
+        descs = ds["persona_description"].values.astype(str).tolist() if "persona_description" in ds else ()
+        return PSMData(loglik=table, episodes=episodes_from_table(episodes),
+                       personas=PersonaSet(table.personas, (), descs) if descs else None)
+    if not (ds.attrs.get(MARKER) or ds.attrs.get("psm_bayes_data")):
+        raise DataError(f"{flag}: {str(path)!r} is not a psm-bayes data file (expected one written by "
+                        "`psm-bayes simulate` or `psm-bayes score`)")
+    data = datafile.from_dataset(ds, cls, where=f"{flag}: {str(path)!r}")
+    if episodes is not None:
+        if not isinstance(data, PSMData):
+            raise DataError(f"--episodes: replaces the episodes of PSMData files; {str(path)!r} holds "
+                            f"{cls.__name__}")
+        data = data.replace(episodes=episodes_from_table(episodes))
+    return data
 
 
 def _json_default(o: Any) -> Any:

@@ -61,17 +61,20 @@ def run(args: argparse.Namespace) -> int:
                  "min_ess_bulk": verdict.min_ess_bulk, "divergences": verdict.divergences,
                  "problems": list(verdict.problems)}
         if "log_likelihood" in dt.children:
-            lo = diag.loo(dt)
-            entry.update(elpd_loo=float(lo.elpd), se=float(lo.se), p_loo=float(lo.p))
+            try:
+                lo = diag.loo(dt)
+                entry.update(elpd_loo=float(lo.elpd), se=float(lo.se), p_loo=float(lo.p))
+            except ValueError as err:  # e.g. too few draws for Pareto smoothing: say so, keep the rest
+                entry["loo_error"] = str(err)
         report[name] = entry
         print(f"== {name} ({path})\n{table.to_string()}\n{json.dumps(io.strict_json(entry))}")
     if len(fits) > 1:
-        if all("log_likelihood" in dt.children for dt in fits.values()):
+        if all("elpd_loo" in entry for entry in report.values()):
             cmp = diag.compare(fits)
             io.save_table(cmp, out / "compare.csv", overwrite=True)
             print(cmp.to_string())
         else:
-            print("no LOO comparison: some fits have no log_likelihood group")
+            print("no LOO comparison: PSIS-LOO is not available for every fit (see diagnostics.json)")
     io.save_json(report, out / "diagnostics.json", overwrite=True)
     print(f"wrote {out / 'diagnostics.json'}")
     return 0

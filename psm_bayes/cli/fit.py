@@ -34,11 +34,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``psm-bayes fit``."""
-    from psm_bayes import io
+    import numpy as np
+
+    from psm_bayes import datafile, io
     from psm_bayes.cli.errors import UsageError
     from psm_bayes.data import DataError
+    from psm_bayes.data import PSMData
     from psm_bayes.inference import fit_nuts, fit_svi
     from psm_bayes.models import catalogue
+    from psm_bayes.models.base import spec_of
 
     entry = catalogue.get(args.model)
     inputs = (args.data,) + ((args.episodes,) if args.episodes else ())
@@ -47,15 +51,24 @@ def run(args: argparse.Namespace) -> int:
     pairs = list(args.prior) + ([("concentration", args.concentration)] if args.concentration else [])
     priors = options.make_priors(entry.priors, pairs)
     episodes = io.read_table(args.episodes, io.EPISODES_SCHEMA, flag="--episodes") if args.episodes else None
-    data = io.load_data(args.data, flag="data", episodes=episodes)
-    if not isinstance(data, entry.data):
-        raise UsageError("--model", f"{args.model!r} takes {entry.data.__name__}; {args.data!r} holds "
-                                    f"{type(data).__name__}")
-    if len(data.episodes) == 0:
+    kind = io.data_kind(args.data)
+    if kind not in ("scores", datafile.kind_of(entry.data)):
+        takers = [n for n in catalogue.names() if datafile.kind_of(catalogue.get(n).data) == kind]
+        if takers:
+            raise UsageError("--model", f"{args.data!r} holds {kind.rsplit(':', 1)[-1]}, data for "
+                                        f"{', '.join(takers)}; {args.model!r} takes {entry.data.__name__}")
+    if kind == "scores" and entry.data is not PSMData:
+        takers = [n for n in catalogue.names() if catalogue.get(n).data is PSMData]
+        raise UsageError("--model", f"{args.data!r} is a score table, data for {', '.join(takers)} with "
+                                    f"--episodes TABLE (columns {io.EPISODES_SCHEMA.describe()}); {args.model!r} "
+                                    f"takes {entry.data.__name__} (use e.g. --model {takers[0]} --episodes TABLE)")
+    data = io.load_data(args.data, cls=entry.data, flag="data", episodes=episodes)
+    observed = {k: v for k, v in spec_of(model).observed_values(data).items() if v is not None}
+    if not observed:
+        raise DataError(f"data: {args.data!r} has no observed values; expected observations to fit "
+                        "(episodes with options, or measurements)")
+    if all(np.size(v) == 0 for v in observed.values()):
         raise DataError(f"data: {args.data!r} has no episodes; expected at least one episode to fit")
-    if data.episodes.option is None:
-        raise DataError(f"data: {args.data!r} has no observed options (episode_option); expected observed "
-                        "episodes, or give them with --episodes")
     if args.method == "nuts":
         dt = fit_nuts(model, data, seed=args.seed, priors=priors, num_warmup=args.warmup,
                       num_samples=args.draws, num_chains=args.chains, progress=True)

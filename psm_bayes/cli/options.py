@@ -31,6 +31,7 @@ def _number(kind: type, lo: float | None, hi: float | None, lo_open: bool, hi_op
 
 
 positive_int = _number(int, 1, None, False, False, "an integer >= 1")
+at_least_two = _number(int, 2, None, False, False, "an integer >= 2")
 nonneg_int = _number(int, 0, None, False, False, "an integer >= 0")
 positive_float = _number(float, 0, None, True, False, "a number > 0")
 probability = _number(float, 0, 1, False, False, "a probability in [0, 1]")

@@ -24,12 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Draw a data set with known truth from a catalogued model's simulator; "
                                    "the truth goes to <out>.truth.json.")
     options.add_model(p, options.default_model())
-    p.add_argument("--personas", type=options.positive_int, help="number of personas (simulator default 8)")
-    p.add_argument("--items", type=options.positive_int, help="number of items (simulator default 60)")
-    p.add_argument("--options", type=_options_count, help="options per item, >= 2 (simulator default 2)")
-    p.add_argument("--episodes", type=options.positive_int, help="number of episodes (simulator default 500)")
-    p.add_argument("--icl-fraction", type=options.probability, help="probability that an episode is in-context")
-    p.add_argument("--heldout-fraction", type=options.fraction, help="fraction of items with no episodes")
+    p.add_argument("--personas", type=options.positive_int, help="simulator size n_personas (default: the model's own)")
+    p.add_argument("--items", type=options.positive_int, help="simulator size n_items (default: the model's own)")
+    p.add_argument("--options", type=options.at_least_two, help="simulator size n_options (>= 2) (default: the model's own)")
+    p.add_argument("--episodes", type=options.positive_int, help="simulator size n_episodes (default: the model's own)")
+    p.add_argument("--icl-fraction", type=options.probability, help="simulator size icl_fraction: probability that an episode is in-context")
+    p.add_argument("--heldout-fraction", type=options.fraction, help="simulator size heldout_fraction: fraction of items with no episodes")
     p.add_argument("--latent-prior", action="store_true", help="do not give prior_weights to the model")
     p.add_argument("--no-authorial-bias", action="store_true", help="no bias_direction / authorial_bias")
     p.add_argument("--size", type=options.key_value, action="append", default=[], metavar="KEY=VALUE",
@@ -43,19 +43,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _options_count(text: str) -> int:
-    value = options.positive_int(text)
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 2, got {text!r}")
-    return value
-
-
 def run(args: argparse.Namespace) -> int:
     """Run ``psm-bayes simulate``."""
     import numpy as np
 
     from psm_bayes import io
     from psm_bayes.cli.errors import UsageError
+    from psm_bayes.data import PSMData
     from psm_bayes.models import catalogue
 
     entry = catalogue.get(args.model)
@@ -64,9 +58,9 @@ def run(args: argparse.Namespace) -> int:
     io.check_output(truth_path(args.out), (".json",), overwrite=args.overwrite)
     if args.episodes_table:
         io.check_output(args.episodes_table, io.TABLE_SUFFIXES, flag="--episodes-table", overwrite=args.overwrite)
-    if not hasattr(entry.data, "to_dataset"):
-        raise UsageError("--model", f"{args.model!r} takes {entry.data.__name__}, which has no file format yet; "
-                                    "simulate writes models whose data is PSMData")
+    if args.episodes_table and entry.data is not PSMData:
+        raise UsageError("--episodes-table", f"model {args.model!r} has no episodes table (its data is "
+                                             f"{entry.data.__name__}, not PSMData)")
     sizes = {key: getattr(args, flag) for flag, key in _SIZES.items() if getattr(args, flag) is not None}
     if args.latent_prior:
         sizes["latent_prior"] = True
@@ -90,5 +84,5 @@ def run(args: argparse.Namespace) -> int:
     if args.episodes_table:
         io.save_table(io.episodes_table(data), args.episodes_table, overwrite=args.overwrite, index=False)
         written.append(args.episodes_table)
-    print(f"wrote {', '.join(written)} ({len(data.episodes)} episodes, {data.n_personas} personas)")
+    print(f"wrote {', '.join(written)}")
     return 0
