@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from psm_bayes.io import atomic_write, clean_stray
+
 KEY_COLUMNS: tuple[str, ...] = ("model", "persona", "item", "option", "context_hash")
 """Columns that identify a cached score."""
 
@@ -136,25 +138,7 @@ class ScoreCache:
                                      preserve_index=False)
         name = f"part-{time.time_ns():020d}-{os.getpid()}-{next(_counter):06d}.parquet"
         final = self.directory / name
-        tmp = self.directory / f"{_TMP_PREFIX}{name}.{os.getpid()}.tmp"
-        try:
-            with tmp.open("wb") as fh:
-                pq.write_table(table, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, final)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        try:  # make the rename itself durable
-            dfd = os.open(self.directory, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-        except OSError:
-            pass
-        return final
+        return atomic_write(final, lambda tmp: pq.write_table(table, tmp))
 
     def read(self, model: str | None = None) -> Any:
         """All cached rows (optionally of one model key), de-duplicated by key.
@@ -189,7 +173,7 @@ class ScoreCache:
 
     def clean(self) -> int:
         """Remove temporary files left by dead writers; returns how many were removed."""
-        removed = 0
+        removed = len(clean_stray(self.directory, folder=True))
         for tmp in self.directory.glob(f"{_TMP_PREFIX}*.tmp"):
             try:
                 pid = int(tmp.name.rsplit(".", 2)[-2])
