@@ -6,53 +6,25 @@ Every file goes through :func:`psm_bayes.io.atomic_path` (temporary name +
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from psm_bayes.io import atomic_path
-
 
 def write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` atomically."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    return path
+    """Write ``text`` atomically (replacing a file the library wrote)."""
+    from psm_bayes.io import save_text
 
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, np.bool_):
-        return bool(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def _clean(o: Any) -> Any:
-    """Replace non-finite floats by None (strict JSON)."""
-    if isinstance(o, dict):
-        return {str(k): _clean(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_clean(v) for v in o]
-    if isinstance(o, (float, np.floating)):
-        return float(o) if math.isfinite(float(o)) else None
-    return o
+    return save_text(text, path, overwrite=True)
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
     """Write ``obj`` as strict JSON (NaN -> null), atomically."""
-    return write_text(path, json.dumps(_clean(obj), indent=2, default=_json_default, allow_nan=False) + "\n")
+    from psm_bayes.io import save_json
+
+    return save_json(obj, path, overwrite=True)
 
 
 def _thin(ds: Any, n_keep: int) -> Any:
@@ -114,12 +86,11 @@ def save_fit(dt: Any, path: str | Path, **compact: Any) -> Path:
 
     if compact:
         dt = compact_fit(dt, **compact)
-    return save_datatree(dt, path)
+    return save_datatree(dt, path, overwrite=True)
 
 
 def write_csv(path: str | Path, df: pd.DataFrame) -> Path:
     """A DataFrame as CSV (no index), atomically."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False)
-    return path
+    from psm_bayes.io import save_table
+
+    return save_table(df, path, overwrite=True, index=False)

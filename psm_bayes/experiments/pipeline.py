@@ -136,7 +136,9 @@ def run_experiment(config: ExperimentConfig | None = None, out_dir: str | os.Pat
 
     cfg = config or ExperimentConfig()
     loaded, loaded_fp32 = dict(loaded or {}), dict(loaded_fp32 or {})
-    out = Path(out_dir)
+    from psm_bayes.io import mark_dir
+
+    out = mark_dir(out_dir, "run")                  # a psm-bayes output folder: a rerun may replace its files
     (out / "cache").mkdir(parents=True, exist_ok=True)
     log = StageLog(progress)
     stated = criteria.stated_criteria(cfg)
