@@ -4,7 +4,12 @@
   the evidence strength ``beta_icl`` and of the Yes offset ``response_bias``
   contracts to at most a quarter of the prior sd and covers the truth
   (|z| < 3). A prior-only "fit" (prior draws used as the posterior) fails
-  the contraction threshold, shown inside the test.
+  the contraction threshold, shown inside the test. Seed 11 was the first
+  tried. Checked over seeds 0-5 and 11 (same design, truths drawn from the
+  prior): 6 of 7 pass (sd ratios 0.03-0.24, |z| < 2); seed 2 fails with its
+  truth far in the prior tail (beta_icl = 7.7, response_bias = -5.1), where
+  answers saturate, the likelihood is flat and the posterior stays near the
+  prior's bulk (z = -3.7 and 3.1).
 * Model comparison (slow): on data simulated from ``persona_selection`` PSIS-LOO
   prefers it over ``response_bias`` by more than 4 standard errors of the
   difference; on data simulated from ``response_bias`` it does not prefer
@@ -70,11 +75,36 @@ def _elpd_diff(data, a: str, b: str) -> tuple[float, float]:
     return float(diff.sum()), float(np.sqrt(diff.size * diff.var()))
 
 
+def _with_evidence_only(data):
+    """Episodes of the conditions with evidence only.
+
+    With given ``prior_weights`` an episode of the no-evidence ``base``
+    condition has the same log-likelihood under every draw (no parameter
+    acts there) and arviz-stats' PSIS raises "All tail values are the same";
+    its term is the same constant in both models, so it cancels in the difference.
+    """
+    keep = data.episode_condition != data.conditions.index("base")
+    return data.replace(episode_condition=data.episode_condition[keep], episode_item=data.episode_item[keep],
+                        episode_option=data.episode_option[keep], episode_count=data.episode_count[keep])
+
+
 @pytest.mark.slow
 def test_loo_prefers_the_generating_model():
-    psm_data, _ = simulate("persona_selection", seed=11, **DESIGN)
+    psm_data = _with_evidence_only(simulate("persona_selection", seed=11, **DESIGN)[0])
     d, se = _elpd_diff(psm_data, "persona_selection", "response_bias")
     assert d > 4 * se, f"PSM data: elpd(PSM) - elpd(response_bias) = {d:.1f} (se {se:.1f})"
-    rb_data, _ = simulate("response_bias", seed=11, **DESIGN)
+    rb_data = _with_evidence_only(simulate("response_bias", seed=11, **DESIGN)[0])
     d, se = _elpd_diff(rb_data, "persona_selection", "response_bias")
     assert d < 2 * se, f"response-bias data: elpd(PSM) - elpd(response_bias) = {d:.1f} (se {se:.1f})"
+
+
+def test_pyro_fit_observes_only_the_sites_the_data_holds():
+    """Episodes only: the Pyro fit has ``y`` per episode in every group and no ``logodds`` anywhere."""
+    data, _ = simulate("trait_indicator", seed=0, n_personas=2, n_eval=2, n_shot_items=2, shots=(2,), n_episodes=3)
+    dt = fit_nuts(catalogue.model("trait_indicator", "pyro"), data, seed=0, num_warmup=15, num_samples=10,
+                  num_chains=1)  # a smoke run of the Pyro path (its draws are not checked)
+    n = int(data.episode_count.sum())
+    for group in ("log_likelihood", "posterior_predictive", "observed_data"):
+        assert set(dt[group].data_vars) == {"y"} and dt[group]["y"].sizes["episode"] == n
+    assert {"same_trait_shift", "other_trait_shift", "half_dose", "response_bias"} <= set(dt["posterior"].data_vars)
+    assert np.isfinite(dt["log_likelihood"]["y"].values).all()
