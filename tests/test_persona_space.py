@@ -7,6 +7,7 @@ import pytest
 
 from psm_bayes import DataError
 from psm_bayes.data import Episodes
+from psm_bayes.diagnostics import draws
 from psm_bayes.models import maths
 from psm_bayes.models import persona_space as ps
 
@@ -48,9 +49,12 @@ def test_unknown_item_id():
 
 def test_unobserve_with_observed_roundtrip():
     d = _data()
-    free = ps.unobserve(d)
-    assert free.episodes.option is None and ps.observed_values(free) == {}
-    back = ps.with_observed(free, {"y": np.array([0, 0, 1, 0])})
+    from psm_bayes.models.persona_space_numpyro import persona_space
+
+    spec = persona_space.spec  # observed fields are declared once, in the spec
+    free = spec.unobserve(d)
+    assert free.episodes.option is None and spec.observed_values(free) == {}
+    back = spec.with_observed(free, {"y": np.array([0, 0, 1, 0])})
     assert back.episodes.option.tolist() == [0, 0, 1, 0]
     assert back.episodes.source.tolist() == d.episodes.source.tolist()
 
@@ -160,7 +164,7 @@ def test_nuts_recovers_z_and_converges(recovery):
     import arviz as az
 
     sim, dt = recovery
-    z = ps.posterior_z(dt)
+    z = draws(dt, "z")
     lo, hi = np.quantile(z, [0.005, 0.995], axis=0)
     # 99% intervals: with a fixed seed this is deterministic; 99% keeps the chance that a correct
     # sampler misses one of the 2 coordinates at ~2% over seeds
@@ -181,7 +185,7 @@ def test_svi_agrees_with_nuts(recovery):
 
     sim, dt = recovery
     vi = fit_svi(persona_space, sim.data, seed=0, guide="mvn", num_steps=1500, num_draws=500, predictive=False)
-    z_nuts, z_vi = ps.posterior_z(dt), ps.posterior_z(vi)
+    z_nuts, z_vi = draws(dt, "z"), draws(vi, "z")
     # a near-Gaussian posterior: the full-rank guide's mean lies within 0.5 NUTS posterior sd of NUTS's
     assert np.all(np.abs(z_vi.mean(0) - z_nuts.mean(0)) < 0.5 * z_nuts.std(0))
 

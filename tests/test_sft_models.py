@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from psm_bayes.data import DataError
+from psm_bayes.posterior import predicted_vs_observed, shift_correlation
 from psm_bayes.models import icl_curves as icl
 from psm_bayes.models import sft_shift as sft
 from psm_bayes.models.maths import NUMPY
@@ -59,8 +60,11 @@ def test_sft_data_validation_names_field(changes, field):
 def test_sft_data_defaults_and_helpers():
     d = _tiny(trained=np.array([1, 0, 0]))
     assert d.trained.dtype == bool and d.personas == ("p0", "p1") and d.n_options == 2
-    assert sft.unobserve(d).shift is None and set(d.coords()) == {"item", "persona", "option"}
-    assert sft.with_observed(d, {"shift": [1, 2, 3]}).shift.tolist() == [1.0, 2.0, 3.0]
+    from psm_bayes.models.sft_shift_numpyro import psm_sft
+
+    spec = psm_sft.spec  # observed fields are declared once, in the spec
+    assert spec.unobserve(d).shift is None and set(d.coords()) == {"item", "persona", "option"}
+    assert spec.with_observed(d, {"shift": [1, 2, 3]}).shift.tolist() == [1.0, 2.0, 3.0]
     with pytest.raises(ValueError, match="priors.sigma_scale"):
         SFTPriors(sigma_scale=-1.0)
 
@@ -111,14 +115,14 @@ def test_summaries_by_hand():
     d = _tiny(shift=np.array([1.0, 2.0, 3.0]))
     mean = np.array([[[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]]])  # (chain, draw, item): r = +1 and -1
     dt = az.from_dict({"posterior": {"shift_mean": mean}, "posterior_predictive": {"shift": mean + 1.0}})
-    table = sft.predicted_vs_observed(dt, d)
+    table = predicted_vs_observed(dt, d)
     assert table.index.tolist() == ["i0", "i1", "i2"]
     assert np.allclose(table["predicted"], [2.0, 2.0, 2.0]) and np.allclose(table["observed"], [1, 2, 3])
     assert np.allclose(table["mean_lo"], [1.1, 2.0, 1.1]) and np.allclose(table["pred_hi"], [3.9, 3.0, 3.9])
-    r, (lo, hi) = sft.shift_correlation(dt, d)
+    r, (lo, hi) = shift_correlation(dt, d)
     assert np.isclose(r, 0.0) and np.isclose(lo, -0.9) and np.isclose(hi, 0.9)
     with pytest.raises(DataError, match="^shift"):
-        sft.shift_correlation(dt, sft.unobserve(d))
+        shift_correlation(dt, d.replace(shift=None))
 
 
 def test_prior_predictive_shapes():
@@ -178,9 +182,9 @@ def test_psm_sft_recovers_parameters(psm_sim):
     # scalars within 3 posterior sd (a 90% interval misses 1 time in 10 by design)
     for name, value in PSM_TRUTH.items():
         assert within_3sd(draws(dt, name), value), (name, draws(dt, name).mean(), draws(dt, name).std())
-    table = sft.predicted_vs_observed(dt, data)
+    table = predicted_vs_observed(dt, data)
     assert ((table.observed >= table.pred_lo) & (table.observed <= table.pred_hi)).mean() >= 0.75
-    r, (lo, hi) = sft.shift_correlation(dt, data)
+    r, (lo, hi) = shift_correlation(dt, data)
     assert lo <= r <= hi and r > 0.9  # sigma is small next to the spread of the true shifts
 
 
@@ -221,7 +225,7 @@ def test_psm_joint_recovers_parameters(design):
     assert int(dt["sample_stats"]["diverging"].sum()) == 0
     for name, value in truth.items():
         assert within_3sd(draws(dt, name), value), (name, draws(dt, name).mean(), draws(dt, name).std())
-    from psm_bayes.models.psm_joint import beta_contrast
+    from psm_bayes.posterior import beta_contrast
 
     assert beta_contrast(dt).attrs["p_sft_stronger"] < 0.05  # truth: beta_sft 0.3 < beta_icl 0.7
     # both observed sites have a pointwise log-likelihood (LOO per part)
@@ -233,7 +237,7 @@ def test_psm_joint_recovers_parameters(design):
 def test_beta_contrast_by_hand():
     import arviz as az
 
-    from psm_bayes.models.psm_joint import beta_contrast
+    from psm_bayes.posterior import beta_contrast
 
     post = {"beta_icl": np.array([[1.0, 2.0, 4.0, 1.0]]), "beta_sft": np.array([[2.0, 2.0, 2.0, 2.0]]),
             "authorial_bias": np.array([[0.0, 1.0, 0.0, 1.0]])}
