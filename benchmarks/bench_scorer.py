@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
 
     warm = Scorer(loaded, batch_size=args.batch_size)
     warm.score_pairs(ctxs[:8], conts[:8])  # warm-up
-    scorers = {"nosharing": Scorer(loaded, batch_size=args.batch_size, share_prefix=False),
+    scorers = {"nosharing": Scorer(loaded, batch_size=args.batch_size, share_prefix=False, share_kv=False),
                "default": Scorer(loaded, batch_size=args.batch_size)}
     # Interleave the methods block by block so that load from other processes
     # on a shared machine hits all of them alike.

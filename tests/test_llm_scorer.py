@@ -250,7 +250,7 @@ def test_kv_prefix_sharing_matches_naive_full_forward(gemma, scorer):
 
 
 def test_group_runs_shares_long_prefixes_only():
-    from psm_bayes.llm.scorer import group_runs
+    from psm_bayes.llm.forward import group_runs
 
     a, b = tuple(range(100, 140)), tuple(range(200, 240))  # two 40-token persona contexts
     runs = [a + (1, 2), a + (3, 4), a + (5,), b + (1,), b + (2, 9), (7, 1), (7, 2)]

@@ -4,7 +4,8 @@ A persona's context is run once (batch 1, :func:`prefix_cache`); its cache is
 copied and expanded over a batch of suffixes (:func:`expand_cache`), which run
 right-padded after it (:func:`run_body`): causal attention never lets a real
 position see a pad, and positions continue from the prefix length, so every
-hidden state equals that of the unsplit sequence.
+hidden state equals that of the unsplit sequence.  :func:`group_runs` decides
+which sequences share a prefix.
 """
 
 from __future__ import annotations
@@ -94,3 +95,58 @@ def head_logprobs(head: Any, softcap: float | None, hidden: Any) -> Any:
     if softcap is not None:
         logits = torch.tanh(logits / softcap) * softcap
     return torch.log_softmax(logits.float(), dim=-1)
+
+
+def _lcp(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    n = min(len(a), len(b))
+    k = 0
+    while k < n and a[k] == b[k]:
+        k += 1
+    return k
+
+
+def group_runs(runs: Sequence[tuple[int, ...]], caps: Sequence[int], min_shared: int) -> list[tuple[int, list[int]]]:
+    """Group sequences by a shared token prefix run once through the KV cache.
+
+    Parameters
+    ----------
+    runs : sequence of token tuples
+    caps : sequence of int
+        Longest prefix each sequence may share (before its first scored position).
+    min_shared : int
+        Shortest prefix worth sharing.
+
+    Returns
+    -------
+    list of (int, list of int)
+        ``(shared prefix length, member indices)``; ungrouped sequences come
+        as one final group with prefix length 0.  In lexicographic order a
+        sequence joins the current group when the shortened shared prefix
+        ``l`` stays >= ``min_shared`` and the ``n`` members' extra work
+        ``n * (L - l)`` does not exceed ``l``.
+    """
+    if not runs:
+        return []
+    order = sorted(range(len(runs)), key=lambda r: runs[r])
+    groups: list[tuple[int, list[int]]] = []
+    singles: list[int] = []
+    cur, shared = [order[0]], caps[order[0]]
+
+    def close() -> None:
+        if len(cur) > 1 and shared >= min_shared:
+            groups.append((shared, list(cur)))
+        else:
+            singles.extend(cur)
+
+    for prev, r in zip(order, order[1:]):
+        new = min(shared, _lcp(runs[prev], runs[r]), caps[r])
+        if new >= min_shared and (len(cur) == 1 or len(cur) * (shared - new) <= new):
+            cur.append(r)
+            shared = new
+        else:
+            close()
+            cur, shared = [r], caps[r]
+    close()
+    if singles:
+        groups.append((0, singles))
+    return groups

@@ -33,7 +33,7 @@ How it stays exact and fast
   so only the items' own tokens run per sequence and cost grows with items,
   not items x context length.  Groups are formed in lexicographic order and
   a sequence joins the current group unless that would shorten the shared
-  prefix by more than the group saves (:func:`group_runs`).  Sequences are
+  prefix by more than the group saves (:func:`psm_bayes.llm.forward.group_runs`).  Sequences are
   sorted by length before batching to minimise padding.
 * Device: tensors go to the model's device (:attr:`LoadedModel.device`).
 """
@@ -47,7 +47,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from psm_bayes.data import DataError, ItemSet, PersonaSet
-from psm_bayes.llm.forward import head_logprobs, model_parts, pad_right, prefix_cache, run_body
+from psm_bayes.llm.forward import group_runs, head_logprobs, model_parts, pad_right, prefix_cache, run_body
 from psm_bayes.llm.loading import LoadedModel
 
 @dataclass(frozen=True)
@@ -393,30 +393,37 @@ class Scorer:
         self.stats.head_positions += len(rows)
 
     # ------------------------------------------------------------- options
+    def next_token_scorer(self, options: Sequence[str] = (" Yes", " No"), *, autocast: bool = False) -> Any:
+        """The (cached) :class:`~psm_bayes.llm.nexttoken.NextTokenScorer` of ``options`` in :attr:`format`.
+
+        ``options`` are item options (e.g. ``" Yes"``), mapped through
+        :meth:`format.option <psm_bayes.llm.formats.PlainFormat.option>`; its
+        counters (``forward_tokens``, ``prompts_scored``) measure the work done.
+        """
+        from psm_bayes.llm.nexttoken import NextTokenScorer
+
+        key = (tuple(options), bool(autocast))
+        cache = self.__dict__.setdefault("_next_token", {})
+        if key not in cache:
+            cache[key] = NextTokenScorer(self.model, self.tokenizer, [self.format.option(o) for o in options],
+                                         batch_size=self.batch_size, autocast=autocast,
+                                         sample_prompt=self.format.item_text("Hello?"))
+        return cache[key]
+
     def option_logprobs(self, texts: Sequence[str], options: Sequence[str] = (" Yes", " No"), *,
                         autocast: bool = False) -> np.ndarray:
         """``log p(option | text)`` for single-token options: one forward pass per text.
 
         Texts are built with :attr:`format` (``context + format.item_text(prompt)``);
-        ``options`` are the item options (e.g. ``" Yes"``), mapped through
-        :meth:`format.option <psm_bayes.llm.formats.PlainFormat.option>`.  Texts
-        passed together should share their context (it runs once, cached).
+        texts passed together should share their context (it runs once, as a
+        cached prefix).  See :meth:`next_token_scorer`.
 
         Returns
         -------
         numpy.ndarray
             ``(len(texts), len(options))`` float64.
         """
-        from psm_bayes.llm.nexttoken import NextTokenScorer
-
-        key = (tuple(options), bool(autocast))
-        nts = self.__dict__.setdefault("_next_token", {}).get(key)
-        if nts is None:
-            nts = NextTokenScorer(self.model, self.tokenizer, [self.format.option(o) for o in options],
-                                  batch_size=self.batch_size, autocast=autocast,
-                                  sample_prompt=self.format.item_text("Hello?"))
-            self._next_token[key] = nts
-        return nts.score(texts)
+        return self.next_token_scorer(options, autocast=autocast).score(texts)
 
     # --------------------------------------------------------------- table
     def score_table(self, personas: PersonaSet, items: ItemSet, **kwargs: Any) -> Any:
@@ -424,58 +431,3 @@ class Scorer:
         from psm_bayes.llm.table import score_table
 
         return score_table(self, personas, items, **kwargs)
-
-
-def _lcp(a: tuple[int, ...], b: tuple[int, ...]) -> int:
-    n = min(len(a), len(b))
-    k = 0
-    while k < n and a[k] == b[k]:
-        k += 1
-    return k
-
-
-def group_runs(runs: Sequence[tuple[int, ...]], caps: Sequence[int], min_shared: int) -> list[tuple[int, list[int]]]:
-    """Group sequences by a shared token prefix run once through the KV cache.
-
-    Parameters
-    ----------
-    runs : sequence of token tuples
-    caps : sequence of int
-        Longest prefix each sequence may share (before its first scored position).
-    min_shared : int
-        Shortest prefix worth sharing.
-
-    Returns
-    -------
-    list of (int, list of int)
-        ``(shared prefix length, member indices)``; ungrouped sequences come
-        as one final group with prefix length 0.  In lexicographic order a
-        sequence joins the current group when the shortened shared prefix
-        ``l`` stays >= ``min_shared`` and the ``n`` members' extra work
-        ``n * (L - l)`` does not exceed ``l``.
-    """
-    if not runs:
-        return []
-    order = sorted(range(len(runs)), key=lambda r: runs[r])
-    groups: list[tuple[int, list[int]]] = []
-    singles: list[int] = []
-    cur, shared = [order[0]], caps[order[0]]
-
-    def close() -> None:
-        if len(cur) > 1 and shared >= min_shared:
-            groups.append((shared, list(cur)))
-        else:
-            singles.extend(cur)
-
-    for prev, r in zip(order, order[1:]):
-        new = min(shared, _lcp(runs[prev], runs[r]), caps[r])
-        if new >= min_shared and (len(cur) == 1 or len(cur) * (shared - new) <= new):
-            cur.append(r)
-            shared = new
-        else:
-            close()
-            cur, shared = [r], caps[r]
-    close()
-    if singles:
-        groups.append((0, singles))
-    return groups

@@ -1,0 +1,305 @@
+"""The scoring workload of a whole ``psm-bayes run`` (persona table + ICL + SFT probes) on both embedded models.
+
+Run::
+
+    .venv/bin/python benchmarks/bench_workload.py [--traits 2] [--predict-traits 20] \\
+        [--probes /work/shared/data/anthropic-persona] [--models gemma3-270m,smollm2-135m-instruct] \\
+        [--device auto] [--dtype bfloat16] [--threads 1] [--batch-size 16]
+
+The workload mirrors the experiment's defaults (``ExperimentConfig``) for N
+traits, with ``P`` evaluation probes per trait (label-balanced) and a disjoint
+pool of ``k`` example statements per trait:
+
+* **persona table**: each trait pole is a persona, conditioned on its ``k``
+  few-shot answers; it answers every evaluation probe of every trait
+  (``2N`` contexts x ``N*P`` probes), plus the neutral context;
+* **ICL**: for every trait pole and ordering, ``n`` = 1, 2, 4, 8 shots, every
+  evaluation probe (``2N x orderings x 4`` contexts x ``N*P`` probes);
+* **SFT probes**: every evaluation probe under the neutral context, once
+  before and once per (pole, seed, checkpoint) after LoRA (``1 + 2 x 3 x 3``
+  passes); scored here with the base weights (same cost; the LoRA training
+  steps themselves are not scoring and are not counted).
+
+Every group of prompts sharing a context is one call of
+:meth:`psm_bayes.llm.scorer.Scorer.option_logprobs` (the pipeline's path:
+the context runs once and its key/value cache is reused across the group's
+probes, one output-layer position per probe).  A sample of prompts is also
+scored naively (batch 1, each whole prompt, full-vocabulary logits) for the
+speed-up and the largest difference.
+
+Columns: *prompt tokens* -- the tokens of all full prompts (what a naive
+scorer runs); *run tokens* -- what actually ran through the model body
+(shared contexts once, then the probes); tokens/s in both units; GFLOP/s =
+``2 x body parameters x run tokens + 2 x output-layer parameters x output
+positions`` per second (attention over the cached context not counted), as a
+percentage of the ``--dtype`` matmul peak measured here (2048 x 2048
+``torch.matmul``, same thread count).  *Predicted 20 traits*: the run tokens
+of the same workload built for ``--predict-traits`` traits (tokenizer only,
+no forward pass) divided by the measured run-token rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+SHOTS = (1, 2, 4, 8)
+
+
+def build_workload(probes, traits, fmt, *, per_trait: int, examples: int, orderings: int, sft_passes: int,
+                   seed: int) -> list[tuple[str, str, list[str]]]:
+    """``(component, context, item prompts)`` groups; each group shares its context."""
+    from psm_bayes.probes import balanced_pick
+
+    rng = np.random.default_rng(seed)
+    evals, pools = [], {}
+    for t in traits:
+        idx = np.flatnonzero(probes.trait == t)
+        pick = balanced_pick(rng, idx, probes.matching_option, per_trait + examples)
+        rng.shuffle(pick)
+        pools[t] = pick[:examples]
+        evals += list(pick[examples:])
+    items = [probes.items.prompts[i] for i in evals]
+    options = (" Yes", " No")
+
+    def fewshot(pool, pole: int) -> str:
+        return fmt.fewshot_context([(probes.items.prompts[i], options[int(probes.matching_option[i]) ^ pole])
+                                    for i in pool])
+
+    groups = [("persona table", fmt.neutral_context(), items)]
+    for t in traits:
+        for pole in (0, 1):
+            groups.append(("persona table", fewshot(pools[t], pole), items))
+            for o in range(orderings):
+                order = np.random.default_rng([seed, o]).permutation(pools[t])
+                for n in SHOTS:
+                    if n <= examples:
+                        groups.append(("ICL", fewshot(order[:n], pole), items))
+    groups.append(("ICL", fmt.neutral_context(), items))  # n = 0
+    groups += [("SFT probes", fmt.neutral_context(), items)] * sft_passes
+    return groups
+
+
+def planned_tokens(tokenizer, prefix_ids, groups) -> dict[str, tuple[int, int, int]]:
+    """Per component: (prompts, prompt tokens, run tokens) without running the model."""
+    def n_tok(text: str) -> int:
+        return len(prefix_ids) + len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    item_len: dict[str, int] = {}
+    out: dict[str, list[int]] = {}
+    ctx_len: dict[str, int] = {}
+    for comp, ctx, items in groups:
+        if ctx not in ctx_len:
+            ctx_len[ctx] = n_tok(ctx) if ctx else len(prefix_ids)
+        lens = []
+        for it in items:
+            if it not in item_len:
+                item_len[it] = len(tokenizer(it, add_special_tokens=False)["input_ids"])
+            lens.append(ctx_len[ctx] + item_len[it])
+        lcp = ctx_len[ctx] if len(items) > 1 else 0
+        acc = out.setdefault(comp, [0, 0, 0])
+        acc[0] += len(items)
+        acc[1] += sum(lens)
+        acc[2] += lcp + sum(n - lcp for n in lens)
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def cpu_bf16_native() -> bool:
+    """Whether the CPU has bfloat16 matmul instructions (AVX-512 BF16 or AMX); without them torch emulates bf16."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def matmul_peak(dtype: str, device: str, n: int = 2048, reps: int = 10) -> float:
+    """GFLOP/s of an ``n x n`` matmul (best of ``reps``)."""
+    import torch
+
+    td = torch.float32 if dtype == "float32" else torch.bfloat16
+    a = torch.randn(n, n, dtype=td, device=device)
+    b = torch.randn(n, n, dtype=td, device=device)
+    torch.matmul(a, b)
+    best = float("inf")
+    for _ in range(reps):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        torch.matmul(a, b)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best / 1e9
+
+
+def naive(scorer, texts: list[str], option: str) -> tuple[np.ndarray, int, float]:
+    """Batch 1, whole prompt, full-vocabulary logits: log p(option | text), tokens, seconds."""
+    import torch
+
+    model, out, n_tok = scorer.model, [], 0
+    t = time.perf_counter()
+    with torch.inference_mode():
+        for text in texts:
+            ctx, cont = scorer.tokenize_pair(text, option)
+            ids = torch.tensor([list(ctx + cont)], device=model.device)
+            logp = torch.log_softmax(model(ids).logits.float(), dim=-1)[0, len(ctx) - 1, cont[0]]
+            out.append(float(logp))
+            n_tok += len(ctx)
+    return np.array(out), n_tok, time.perf_counter() - t
+
+
+def log(msg: str) -> None:
+    """Progress to stderr."""
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def bench_model(name: str, args, probes_small, traits_small, probes_big, traits_big) -> list[dict]:
+    """Measure one model; returns table rows."""
+    import torch
+
+    from psm_bayes.llm import load_scorer
+
+    t0 = time.perf_counter()
+    sc = load_scorer(name, device=args.device, dtype=args.dtype, threads=args.threads, batch_size=args.batch_size)
+    t_load = time.perf_counter() - t0
+    log(f"{name}: loaded in {t_load:.0f} s")
+    params = sc.loaded.n_parameters()
+    kw = dict(per_trait=args.per_trait, examples=args.examples, orderings=args.orderings,
+              sft_passes=args.sft_passes, seed=args.seed)
+    groups = build_workload(probes_small, traits_small, sc.format, **kw)
+    nts = sc.next_token_scorer((" Yes", " No"))
+    nts.score([groups[1][1] + sc.format.item_text(groups[1][2][0])])  # warm-up
+    rows, first_lp = [], None
+    for comp in ("persona table", "ICL", "SFT probes"):
+        nts.forward_tokens = nts.prompts_scored = 0
+        calls = [[ctx + sc.format.item_text(p) for p in items] for c, ctx, items in groups if c == comp]
+        t = time.perf_counter()
+        scores = [nts.score(texts) for texts in calls]
+        if sc.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        secs = time.perf_counter() - t
+        if first_lp is None:
+            first_lp = (calls[1], scores[1])  # the first persona context
+        log(f"{name}: {comp}: {sum(map(len, calls))} prompts in {len(calls)} calls, {secs:.1f} s")
+        n_prompts = sum(len(texts) for texts in calls)
+        n_prompt_tok = sum(len(sc.tokenize_pair(x, sc.format.option(" Yes"))[0]) for texts in calls for x in texts)
+        flops = 2 * params["body"] * nts.forward_tokens + 2 * params["head"] * n_prompts
+        rows.append(dict(model=name, part=comp, prompts=n_prompts, prompt_tokens=n_prompt_tok,
+                         run_tokens=nts.forward_tokens, seconds=secs, flops=flops))
+    # naive reference on a sample of persona-table prompts
+    texts, lp = first_lp
+    sample = texts[:args.naive_sample]
+    ref, n_tok, secs = naive(sc, sample, sc.format.option(" Yes"))
+    log(f"{name}: naive sample {len(sample)} prompts, {secs:.1f} s")
+    max_diff = float(np.max(np.abs(ref - lp[:len(sample), 0])))
+    rows.insert(0, dict(model=name, part="naive HF (batch 1, full vocab), persona-table sample", prompts=len(sample),
+                        prompt_tokens=n_tok, run_tokens=n_tok, seconds=secs,
+                        flops=2 * (params["body"] + params["head"]) * n_tok, max_diff=max_diff))
+    plan = planned_tokens(sc.tokenizer, sc.prefix_ids, build_workload(probes_big, traits_big, sc.format, **kw))
+    meas = {r["part"]: r for r in rows}
+    total = 0.0
+    for comp, (n_p, p_tok, r_tok) in plan.items():
+        m = meas[comp]
+        rate = m["run_tokens"] / m["seconds"]
+        total += r_tok / rate
+        meas[comp]["pred_prompts"], meas[comp]["pred_prompt_tokens"] = n_p, p_tok
+        meas[comp]["pred_run_tokens"], meas[comp]["pred_seconds"] = r_tok, r_tok / rate
+    for r in rows:
+        r.update(load=t_load, params=params, key=sc.loaded.key, fmt=sc.format.name, device=sc.device,
+                 batch=sc.batch_size, pred_total=total)
+    del sc
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print a markdown table."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", default="gemma3-270m,smollm2-135m-instruct")
+    ap.add_argument("--traits", type=int, default=2, help="traits in the measured workload")
+    ap.add_argument("--predict-traits", type=int, default=20)
+    ap.add_argument("--probes", default="/work/shared/data/anthropic-persona",
+                    help="directory of Anthropic persona *.jsonl files ('builtin' for the shipped probes)")
+    ap.add_argument("--per-trait", type=int, default=8, help="evaluation probes per trait")
+    ap.add_argument("--examples", type=int, default=8, help="few-shot pool per trait (persona examples)")
+    ap.add_argument("--orderings", type=int, default=1)
+    ap.add_argument("--sft-passes", type=int, default=19, help="1 before + poles x seeds x checkpoints")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--dtype", default=None,
+                    help="default: bfloat16 on a GPU or a CPU with native bf16 (AVX-512 BF16/AMX), else float32")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--naive-sample", type=int, default=16)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from psm_bayes.llm import resolve_device
+    from psm_bayes.probes import load_anthropic_persona, load_probes
+
+    if args.probes == "builtin":
+        every = load_probes()
+    else:
+        every = load_anthropic_persona(args.probes)
+    counts = {t: int(np.sum(every.trait == t)) for t in dict.fromkeys(every.trait)}
+    usable = [t for t, c in counts.items() if c >= 2 * (args.per_trait + args.examples)]
+    if len(usable) < args.predict_traits:
+        print(f"note: only {len(usable)} traits with enough probes; predicting for those", file=sys.stderr)
+    traits_big = usable[:args.predict_traits]
+    traits_small = traits_big[:args.traits]
+    device = resolve_device(args.device)
+    torch.set_num_threads(args.threads)
+    native = device.startswith("cuda") or cpu_bf16_native()
+    args.dtype = args.dtype or ("bfloat16" if native else "float32")
+    bf16_peak = matmul_peak("bfloat16", device, n=2048 if native else 256, reps=10 if native else 2)
+    peak = bf16_peak if args.dtype == "bfloat16" else matmul_peak(args.dtype, device, n=1024, reps=5)
+    log(f"matmul peak {peak:.0f} GFLOP/s; traits {traits_small} measured, {len(traits_big)} predicted")
+    load = os.getloadavg()[0]
+    rows = []
+    for name in [m.strip() for m in args.models.split(",") if m.strip()]:
+        rows += bench_model(name, args, every, traits_small, every, traits_big)
+
+    print(f"\nWhole-run scoring workload, {args.traits} traits measured ({', '.join(traits_small)}), "
+          f"prediction for {len(traits_big)} traits; {args.per_trait} probes/trait, {args.examples}-shot personas, "
+          f"shots {SHOTS}, {args.orderings} ordering(s), {args.sft_passes} SFT probe passes.")
+    print(f"Device {device} ({torch.cuda.get_device_name(0) if device.startswith('cuda') else 'CPU'}), "
+          f"{args.dtype}, {args.threads} thread(s); measured {args.dtype} matmul peak {peak:.1f} GFLOP/s "
+          f"(% peak is of this); bf16 matmul peak {bf16_peak:.2f} GFLOP/s"
+          f"{'' if native else ' (no native bf16 on this CPU: torch emulates it, so scoring runs in float32)'}; "
+          f"load average at start {load:.1f}.\n")
+    print("| model | format | part | prompts | prompt tokens | run tokens | s | prompt tok/s | run tok/s "
+          "| GFLOP/s | % peak | predicted s, 20 traits |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        gf = r["flops"] / r["seconds"] / 1e9
+        pred = f"{r['pred_seconds']:.0f}" if "pred_seconds" in r else ""
+        print(f"| {r['model']} | {r['fmt']} | {r['part']} | {r['prompts']} | {r['prompt_tokens']} | "
+              f"{r['run_tokens']} | {r['seconds']:.1f} | {r['prompt_tokens'] / r['seconds']:.0f} | "
+              f"{r['run_tokens'] / r['seconds']:.0f} | {gf:.1f} | {100 * gf / peak:.0f}% | {pred} |")
+    print()
+    for name in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == name]
+        nv = mine[0]
+        parts = mine[1:]
+        secs = sum(r["seconds"] for r in parts)
+        ptok = sum(r["prompt_tokens"] for r in parts)
+        speed = (ptok / secs) / (nv["prompt_tokens"] / nv["seconds"])
+        print(f"- {name} ({nv['key']}, {nv['fmt']} format, batch {nv['batch']}, load {nv['load']:.0f} s): "
+              f"whole workload {ptok / secs:.0f} prompt tok/s = {speed:.1f}x the naive loop; "
+              f"max |naive - scorer| {nv['max_diff']:.1e} nats; predicted scoring time for "
+              f"{len(traits_big)} traits: {nv['pred_total'] / 60:.1f} min "
+              f"({sum(r['pred_prompts'] for r in parts)} prompts).")
+    if not device.startswith("cuda"):
+        print("- GPU: not measured (no GPU machine was available in this session); run with --device cuda.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.exit(main())
