@@ -30,9 +30,12 @@ from psm_bayes.data import DataError
 from psm_bayes.probes import ProbeSet
 
 
-def _balanced(rng: np.random.Generator, pool: np.ndarray, match: np.ndarray, k: int, what: str,
+def balanced_sample(rng: np.random.Generator, pool: np.ndarray, match: np.ndarray, k: int, what: str,
               trait: str) -> np.ndarray:
-    """``k`` statements of ``pool``, exactly half matching-Yes when ``k`` is even (error otherwise)."""
+    """``k`` statements of ``pool`` (seeded), exactly half matching-Yes when ``k`` is even.
+
+    Raises :class:`~psm_bayes.data.DataError` naming ``what`` when the pool lacks either kind.
+    """
     yes, no = pool[match[pool] == 0], pool[match[pool] == 1]
     n_yes = (k + 1) // 2
     if yes.size < n_yes or no.size < k - n_yes:
@@ -184,7 +187,7 @@ def make_design(cfg: Any, probes: ProbeSet, traits: Sequence[str]) -> Design:
         picks = {}
         for what, k in (("probes_per_trait", cfg.probes_per_trait), ("prior_items", cfg.prior_items),
                         ("persona_examples", cfg.persona_examples), ("max_shots", cfg.max_shots)):
-            picks[what] = _balanced(rng, pool, match, k, what, t)
+            picks[what] = balanced_sample(rng, pool, match, k, what, t)
             pool = np.setdiff1d(pool, picks[what])
         ev.append(np.sort(picks["probes_per_trait"]))
         pr.append(np.sort(picks["prior_items"]))
@@ -192,7 +195,7 @@ def make_design(cfg: Any, probes: ProbeSet, traits: Sequence[str]) -> Design:
         seqs += [_sequence(np.random.default_rng([cfg.seed, 2, ti, o]), picks["max_shots"], match, t, o)
                  for o in range(cfg.orderings)]
         if t == sft_trait:
-            sft = rng.permutation(_balanced(rng, pool, match, cfg.sft_examples, "sft_examples", t))
+            sft = rng.permutation(balanced_sample(rng, pool, match, cfg.sft_examples, "sft_examples", t))
     return Design(probes=probes, traits=traits, sft_trait=sft_trait, eval_idx=np.concatenate(ev),
                   prior_idx=np.concatenate(pr), persona_idx=np.concatenate(pe), sequences=tuple(seqs),
                   n_values=tuple(shot_counts(cfg.max_shots)), sft_train=sft)

@@ -121,7 +121,7 @@ def screen_traits(loaded: Any, source: ProbeSource, *, n_items: int, n_examples:
     -------
     Screening
     """
-    from psm_bayes.experiments.design import _balanced
+    from psm_bayes.experiments.design import balanced_sample
     from psm_bayes.experiments.scoring import (ArrayCache, fewshot, matching_logodds, option_scorer, prompts_for,
                                                score_cached)
 
@@ -133,8 +133,8 @@ def screen_traits(loaded: Any, source: ProbeSource, *, n_items: int, n_examples:
     for ti, t in enumerate(probes.traits):
         pool = np.flatnonzero(probes.trait == t)
         rng = np.random.default_rng([seed, 7, ti])
-        ex = rng.permutation(_balanced(rng, pool, m, n_examples, "screen persona examples", t))
-        items = np.sort(_balanced(rng, np.setdiff1d(pool, ex), m, n_items, "screen_items", t))
+        ex = rng.permutation(balanced_sample(rng, pool, m, n_examples, "screen persona examples", t))
+        items = np.sort(balanced_sample(rng, np.setdiff1d(pool, ex), m, n_items, "screen_items", t))
         used += [ex, items]
         lo = {}
         for pole, answers in (("+", m[ex]), ("-", 1 - m[ex])):
