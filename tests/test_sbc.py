@@ -138,6 +138,21 @@ def test_results_round_trip_and_are_never_clobbered(tmp_path):
     assert (foreign / "summary.json").read_text() == "{}"
 
 
+def test_cli_writes_the_result_folder(tmp_path, capsys):
+    """``psm-bayes sbc`` on a tiny run: verdict printed, result folder complete and readable."""
+    from psm_bayes.cli import main
+
+    out = tmp_path / "sbc"
+    rc = main(["sbc", "--model", "persona_space", "--replicates", "10", "--draws", "9", "--thin", "1",
+               "--warmup", "50", "--seed", "5", "--out", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert ("PASS" in text or "REJECT" in text) and "contraction" in text
+    back = load_result(out)
+    assert back.n_replicates == 10 and back.model == "persona_space"
+    assert set(back.params) >= {"beta_sft", "beta_icl"}
+
+
 # ---------------------------------------------------------------- kernels and drivers
 def test_prior_draws_match_the_catalogue():
     entry, data = _template(CANONICAL)

@@ -17,6 +17,9 @@ SBC_SIZES: Mapping[str, Mapping[str, Any]] = {
     # <= 0.07 on the response biases); 5 keeps a margin while the prior still matters (the subtle fault
     # is a prior-scale fault, whose detectability falls as the posterior contracts)
     "persona_selection": {"sft_episodes": 5, "n_episodes": 20},
+    # the nulls and the permuted-persona model see the same design as the canonical model
+    **{name: {"sft_episodes": 5, "n_episodes": 20}
+       for name in ("permuted_personas", "response_bias", "trait_indicator", "similarity")},
 }
 """Data sizes (simulator keyword arguments) of the documented SBC run of each catalogued model.
 

@@ -141,7 +141,7 @@ def run_sbc(model: Callable, data: Any, *, replicates: int, seed: int = 0, prior
             raise ValueError("fit_priors: method 'simuk' draws the truth from the fitted model's own prior")
         truth, samples, stats = run_simuk(model, data, replicates, seed=seed, priors=priors, config=config,
                                           latents=latents, progress=progress)
-        meta = {"backend": spec.backend}
+        meta = {"divergences": "not reported by simuk (counted as 0)"}
     else:
         truth, obs = draw_prior(model, data, replicates, seed=seed, priors=priors, latents=latents)
         samples, stats, meta = _fit_replicates(model, data, fit_priors, config, tuple(truth), obs, seed, method,
