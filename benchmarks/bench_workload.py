@@ -109,15 +109,6 @@ def planned_tokens(tokenizer, prefix_ids, groups) -> dict[str, tuple[int, int, i
     return {k: tuple(v) for k, v in out.items()}
 
 
-def cpu_bf16_native() -> bool:
-    """Whether the CPU has bfloat16 matmul instructions (AVX-512 BF16 or AMX); without them torch emulates bf16."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def matmul_peak(dtype: str, device: str, n: int = 2048, reps: int = 10) -> float:
     """GFLOP/s of an ``n x n`` matmul (best of ``reps``)."""
     import torch
@@ -241,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from psm_bayes.llm import resolve_device
+    from psm_bayes.llm.loading import cpu_bf16_native
     from psm_bayes.probes import load_anthropic_persona, load_probes
 
     if args.probes == "builtin":
@@ -274,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{'' if native else ' (no native bf16 on this CPU: torch emulates it, so scoring runs in float32)'}; "
           f"load average at start {load:.1f}.\n")
     print("| model | format | part | prompts | prompt tokens | run tokens | s | prompt tok/s | run tok/s "
-          "| GFLOP/s | % peak | predicted s, 20 traits |")
+          f"| GFLOP/s | % peak | predicted s, {len(traits_big)} traits |")
     print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         gf = r["flops"] / r["seconds"] / 1e9
