@@ -252,6 +252,46 @@ def test_persona_separation_and_compact_fit(tmp_path):
     assert az.loo(back).elpd == pytest.approx(az.loo(dt).elpd, rel=0.01)
 
 
+def test_prior_data_conflict_names_a_posterior_in_the_prior_tail():
+    import arviz as az
+
+    from psm_bayes.experiments.fits import prior_data_conflict
+    from psm_bayes.models.selection import Priors
+
+    rng = np.random.default_rng(0)
+    # beta_icl ~ 181 under a LogNormal(0, 1) prior (prior CDF ~ 1 - 1e-7): the case the issue found unreported
+    far = az.from_dict({"posterior": {"beta_icl": rng.normal(181, 10, (2, 100)),
+                                      "logodds_sd": rng.gamma(5, 0.1, (2, 100))}})
+    near = az.from_dict({"posterior": {"beta_icl": rng.lognormal(0, 0.2, (2, 100)),
+                                       "logodds_sd": rng.gamma(5, 0.1, (2, 100))}})
+    got = prior_data_conflict({"icl/persona_selection": far, "sft/persona_selection": near}, Priors())
+    assert [(c["fit"], c["parameter"]) for c in got] == [("icl/persona_selection", "beta_icl")]
+    assert got[0]["prior_quantile"] > 0.995
+
+
+def test_criteria_verdicts_follow_the_numbers():
+    from psm_bayes.experiments import criteria
+
+    cfg = ExperimentConfig(null_models=("response_bias",))
+    stated = criteria.stated_criteria(cfg)
+    assert all("persona_selection" in c["statement"] for c in stated if c["name"].startswith("psm_beats"))
+
+    def stats(diff, se):
+        rows = {"persona_selection": {"psm_minus": 0.0, "psm_minus_se": 0.0},
+                "response_bias": {"psm_minus": diff, "psm_minus_se": se}}
+        return {"criteria_se": 2.0, "design": {"label_balance": {"shots": 0.5}},
+                "icl": {"contrast_at_max_shots": {"mean": diff, "se": se, "n_items": 8}, "compare": {"rows": rows},
+                        "contrast_prediction": {"persona_selection": {"r": 0.5, "lo": 0.1, "hi": 0.8}}},
+                "sft": {"compare": {"rows": rows}}, "cross_prediction": None, "prior_data_conflict": [],
+                "diagnostics": {"icl/persona_selection": {"max_rhat": 1.0, "divergences": 0}}}
+
+    win = {c["name"]: c["passed"] for c in criteria.judge(stated, stats(3.0, 1.0), "m")}
+    lose = {c["name"]: c["passed"] for c in criteria.judge(stated, stats(1.5, 1.0), "m")}
+    assert win["psm_beats_nulls_icl"] and win["icl_contrast"] and win["psm_beats_nulls_sft"]
+    assert lose["psm_beats_nulls_icl"] is False and lose["icl_contrast"] is False      # 1.5 se < 2 se
+    assert win["cross_prediction"] is None                                             # not measured: n/a
+
+
 def test_config_validation_and_cli_flags():
     from psm_bayes.cli import build_parser
     from psm_bayes.cli.run import config_from_args
