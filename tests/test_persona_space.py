@@ -88,7 +88,7 @@ def test_numpyro_and_pyro_log_joint_agree():
     from psm_bayes.models.persona_space_pyro import persona_space as m_py
 
     sim = ps.simulate(n_items=6, n_dims=3, n_episodes=40, seed=1)
-    params = {"z": np.array([0.3, -0.2, 1.1]), "beta_sft": 0.8, "beta_icl": 1.7}
+    params = {"z": np.array([0.3, -0.2, 1.1]), "beta_sft": 0.8, "beta_icl": 1.7, "response_bias": -0.4}
     lj_np, _ = log_density(m_np, (sim.data,), {}, {k: np.asarray(v) for k, v in params.items()})
     tr = poutine.trace(poutine.condition(m_py, {k: torch.as_tensor(v, dtype=torch.float64)
                                                for k, v in params.items()})).get_trace(sim.data)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from psm_bayes.data import DataError
+from psm_bayes.diagnostics import draws
 from psm_bayes.posterior import predicted_vs_observed, shift_correlation
 from psm_bayes.models import icl_curves as icl
 from psm_bayes.models import sft_shift as sft
@@ -23,11 +24,6 @@ def _tiny(**changes) -> SFTShiftData:
               prior_weights=np.array([0.5, 0.5]), shift=np.array([0.5, -0.2, 0.4]))
     kw.update(changes)
     return SFTShiftData(**kw)
-
-
-def draws(dt, name: str) -> np.ndarray:
-    v = dt["posterior"][name]
-    return np.asarray(v.values).reshape((-1,) + v.shape[2:])
 
 
 def within_3sd(x: np.ndarray, truth) -> bool:
@@ -144,7 +140,30 @@ def test_prior_predictive_shapes():
 
 # ---------------------------------------------------------------- recovery (NUTS, fixed seeds)
 PSM_TRUTH = {"beta_sft": 0.3, "authorial_bias": 0.5, "sigma": 0.1}
-NULL_TRUTH = {"delta": 1.5, "c": 0.2, "sigma": 0.1}
+NULL_TRUTH = {"delta": 1.5, "c": 0.2, "response_bias": -0.3, "sigma": 0.1}
+# Recovery criteria (fixed before the seed scan below), applied to the fit AND to a prior-only "fit" (prior
+# draws), which must fail them:
+# (1) contraction: posterior sd of every scalar at most half its prior sd;
+# (2) |posterior mean - truth| < 4.5 posterior sd. Seed scan (seeds 0-15, this design and FIT): the z-scores
+#     had sd ~1.4 for beta_sft and authorial_bias (NUTS with 2 x 300 draws and posteriors 500x narrower
+#     than the prior: Monte Carlo error of the mean adds to the spread), max |z| 3.4 (beta_sft, seed 0).
+#     With sd 1.4, 4.5 is 3.2 sd: P(miss) ~ 0.001 per scalar. null_sft (seeds 0-6): z sd ~1.2, max |z| 3.4
+#     (c, seed 0: the untrained items' noise averages +2.9 standard errors). A 3-sd rule failed seed 0 for
+#     both models, which is why the previous version moved to seed 1; seed 0 is restored here.
+# (3) the posterior mean of shift_mean is closer to the noise-free truth than the prior mean (RMSE at
+#     most half): scan 0.01-0.06 for the fit vs 1.0 (psm_sft) and 0.67 (null_sft) for the prior.
+# Measured contraction: 0.002-0.09 (psm_sft), 0.014-0.03 (null_sft).
+Z_MAX, CONTRACTION = 4.5, 0.5
+
+
+def recovered(post: dict, prior: dict, truth: dict, true_mean: np.ndarray) -> bool:
+    ok = True
+    for name, value in truth.items():
+        x = np.asarray(post[name])
+        ok &= bool(x.std() <= CONTRACTION * prior[name].std() and abs(x.mean() - value) < Z_MAX * x.std())
+    rmse = np.sqrt(np.mean((post["shift_mean"].mean(0) - true_mean) ** 2))
+    rmse_prior = np.sqrt(np.mean((prior["shift_mean"].mean(0) - true_mean) ** 2))
+    return ok and bool(rmse <= 0.5 * rmse_prior)
 
 
 @pytest.fixture(scope="module")
@@ -157,9 +176,7 @@ def psm_sim(design):
     from psm_bayes.models.numpyro_predict import simulate
     from psm_bayes.models.sft_shift_numpyro import psm_sft
 
-    # Seed 1. With seed 0 the posterior of beta_sft (sd 0.005) sat 3.3 sd above the truth; seeds 1-4 gave
-    # |z| < 2 for all three scalars (z-scores' sd ~1.2), so seed 0 reads as a rare draw, not a bias.
-    return simulate(psm_sft, design, PSM_TRUTH, seed=1)
+    return simulate(psm_sft, design, PSM_TRUTH, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -167,35 +184,38 @@ def null_sim(design):
     from psm_bayes.models.numpyro_predict import simulate
     from psm_bayes.models.sft_shift_numpyro import null_sft
 
-    # Seed 1: with seed 0 the 28 untrained items' noise happens to average +2.9 standard errors (checked
-    # over seeds 0-29: mean z 0.25, sd 0.89), the same unlucky key as for psm_sim above.
-    return simulate(null_sft, design, NULL_TRUTH, seed=1)
+    return simulate(null_sft, design, NULL_TRUTH, seed=0)
+
+
+def _check_recovery(model, sim, truth):
+    from psm_bayes.inference import fit_nuts
+    from psm_bayes.inference.numpyro_backend import prior_predictive
+
+    data, sites = sim
+    dt = fit_nuts(model, data, seed=0, **FIT)
+    assert int(dt["sample_stats"]["diverging"].sum()) == 0
+    prior = prior_predictive(model, data, seed=1, num_samples=400)
+    post = {n: draws(dt, n) for n in (*truth, "shift_mean")}
+    assert recovered(post, prior, truth, sites["shift_mean"]), {
+        n: ((post[n].mean() - v) / post[n].std(), post[n].std() / prior[n].std()) for n, v in truth.items()}
+    assert not recovered({n: prior[n][:200] for n in post}, prior, truth, sites["shift_mean"])  # prior-only fails
+    return data, dt
 
 
 def test_psm_sft_recovers_parameters(psm_sim):
-    from psm_bayes.inference import fit_nuts
     from psm_bayes.models.sft_shift_numpyro import psm_sft
 
-    data, truth = psm_sim
-    dt = fit_nuts(psm_sft, data, seed=0, **FIT)
-    assert int(dt["sample_stats"]["diverging"].sum()) == 0
-    # scalars within 3 posterior sd (a 90% interval misses 1 time in 10 by design)
-    for name, value in PSM_TRUTH.items():
-        assert within_3sd(draws(dt, name), value), (name, draws(dt, name).mean(), draws(dt, name).std())
+    data, dt = _check_recovery(psm_sft, psm_sim, PSM_TRUTH)
     table = predicted_vs_observed(dt, data)
     assert ((table.observed >= table.pred_lo) & (table.observed <= table.pred_hi)).mean() >= 0.75
-    r, (lo, hi) = shift_correlation(dt, data)
-    assert lo <= r <= hi and r > 0.9  # sigma is small next to the spread of the true shifts
+    r, _ = shift_correlation(dt, data)
+    assert r > 0.9  # sigma (0.1) is small next to the spread of the true shifts (sd ~1)
 
 
 def test_null_sft_recovers_parameters(null_sim):
-    from psm_bayes.inference import fit_nuts
     from psm_bayes.models.sft_shift_numpyro import null_sft
 
-    data, _ = null_sim
-    dt = fit_nuts(null_sft, data, seed=0, **FIT)
-    for name, value in NULL_TRUTH.items():
-        assert within_3sd(draws(dt, name), value), (name, draws(dt, name).mean(), draws(dt, name).std())
+    _check_recovery(null_sft, null_sim, NULL_TRUTH)
 
 
 @pytest.mark.slow
