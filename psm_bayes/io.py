@@ -53,7 +53,8 @@ class OutputError(ValueError):
 
 
 # ------------------------------------------------------------------ ownership
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True while process ``pid`` runs (on this machine)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -80,7 +81,7 @@ def _stray(directory: Path, prefix: str) -> list[tuple[Path, Path]]:
                 pid = int(rest.split("-")[0])
             except ValueError:
                 continue
-            if not _pid_alive(pid):
+            if not pid_alive(pid):
                 found.append((p, directory / target_name))
     return found
 

@@ -356,7 +356,7 @@ num_draws = 10
 TYPOS = [
     ("simulate", STUDY.replace("n_items = 4", "n_item = 4"), ["[simulate] n_item"]),
     ("grid key", STUDY.replace("n_episodes = [20]", "n_episode = [20]"), ["grid.n_episode"]),
-    ("grid value", STUDY.replace("n_episodes = [20]", "n_episodes = [20, -5]"), ["n_episodes"]),
+    ("grid value", STUDY.replace("n_episodes = [20]", "n_episodes = [20, -5]"), ["n_episodes=-5"]),
     ("priors", STUDY.replace("concentration = 5.0", "concentratoin = 5.0"), ["[priors] concentratoin"]),
     ("inference", STUDY.replace("num_steps = 20", "num_step = 20"), ["[inference] num_step", "num_steps"]),
     ("inference value", STUDY.replace("num_draws = 10", "num_draws = 0"), ["[inference] num_draws", ">= 1"]),
@@ -408,6 +408,7 @@ from psm_bayes import io
 dt = io.load_datatree(sys.argv[1])
 a, b = dt.copy(), dt.copy()
 a.attrs["version"], b.attrs["version"] = "old", "new"
+io.save_datatree(a, sys.argv[3], overwrite=True)  # warm up: every import done before the first kill
 print("ready", flush=True)
 while True:
     for v in (b, a):
@@ -430,7 +431,8 @@ def test_sigkill_during_fit_writes_leaves_old_or_new(work, capsys, suffix):
     rng = random.Random(11)
     strays = 0
     for _ in range(3):
-        proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(work / "fit.nc"), str(target)], env=ENV,
+        proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(work / "fit.nc"), str(target),
+                                 str(work / f"warm{suffix}")], env=ENV,
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         assert proc.stdout.readline().strip() == "ready"
         time.sleep(rng.uniform(0.05, 1.0))

@@ -85,8 +85,9 @@ def check_study(study: Any) -> None:
                 raise
             raise UsageError(_where(bad, grid, "simulate"),
                              f"not an argument of model {study.model!r}'s simulator") from err
-        except ValueError as err:  # a bad size value: the simulator's message names its argument
-            raise UsageError("[simulate]/grid", str(err)) from err
+        except ValueError as err:  # a bad size value: name the cell's settings
+            shown = ", ".join(f"{k}={v!r}" for k, v in sizes.items())
+            raise UsageError("[simulate]/grid", f"model {study.model!r}'s simulator rejects {shown}: {err}") from err
 
 
 def run(args: argparse.Namespace) -> int:

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from psm_bayes.io import atomic_write, clean_stray
+from psm_bayes.io import atomic_write, clean_stray, pid_alive
 
 KEY_COLUMNS: tuple[str, ...] = ("model", "persona", "item", "option", "context_hash")
 """Columns that identify a cached score."""
@@ -84,16 +84,6 @@ def score_rows(model_key: str, keys: Sequence[tuple[str, str, str, str]], scores
         "token_ids": [list(map(int, s.token_ids)) for s in scores],
         "n_context_tokens": [int(s.n_context_tokens) for s in scores],
     })
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class ScoreCache:
@@ -179,7 +169,7 @@ class ScoreCache:
                 pid = int(tmp.name.rsplit(".", 2)[-2])
             except (ValueError, IndexError):
                 pid = -1
-            if pid > 0 and _pid_alive(pid):  # still being written
+            if pid > 0 and pid_alive(pid):  # still being written
                 continue
             tmp.unlink(missing_ok=True)
             removed += 1
