@@ -41,7 +41,7 @@ How it stays exact and fast
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -105,9 +105,8 @@ class ScorerStats:
 
     def reset(self) -> None:
         """Zero all counters."""
-        self.pairs = self.pair_tokens = self.forward_tokens = self.padded_tokens = self.head_positions = 0
-        self.prefix_tokens = 0
-        self.seconds = 0.0
+        for f in fields(self):
+            setattr(self, f.name, f.default)
 
 
 @dataclass
