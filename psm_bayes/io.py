@@ -256,6 +256,15 @@ def _commit(tmp: Path, path: Path, overwrite: bool) -> None:
         os.replace(path, old)
         os.replace(tmp, path)
         shutil.rmtree(old, ignore_errors=True)
+    elif not overwrite and tmp.is_file():  # no clobbering even by a writer that appeared since the check
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise OutputError(f"{str(path)!r} appeared while it was being written; refusing to replace it") from None
+        except OSError:  # no hard links on this file system
+            os.replace(tmp, path)
+        else:
+            tmp.unlink()
     else:
         os.replace(tmp, path)
     fd = os.open(path.parent, os.O_RDONLY)

@@ -401,6 +401,21 @@ def test_score_accepts_a_new_folder_like_every_command(work, capsys):
     assert "--out" not in line and not (work / "new").exists()
 
 
+def test_a_target_that_appears_during_a_write_is_kept(tmp_path):
+    """A file created by someone else while psm-bayes writes the same path is not replaced."""
+    target = tmp_path / "t.json"
+
+    def writer(tmp: Path) -> None:
+        tmp.write_text("{}")
+        target.write_text("theirs")  # another program creates the target meanwhile
+
+    with pytest.raises(io.OutputError, match="t.json"):
+        io.atomic_write(target, writer)
+    assert target.read_text() == "theirs" and sorted(p.name for p in tmp_path.iterdir()) == ["t.json"]
+    io.atomic_write(tmp_path / "new.json", lambda tmp: tmp.write_text("{}"))
+    assert (tmp_path / "new.json").read_text() == "{}" and len(list(tmp_path.iterdir())) == 2
+
+
 # ------------------------------------------------------------------ fault injection
 _WRITER = """
 import sys
