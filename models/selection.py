@@ -66,9 +66,11 @@ LATENTS: dict[str, tuple[str, ...]] = {
     "trait_indicator": ("same_trait_shift", "other_trait_shift", "response_bias"),
     "similarity": ("similarity_shift", "response_bias"),
 }
-SIZES: dict[str, Any] = {"n_personas": 3, "n_traits": 2, "n_eval": 4, "n_shot_items": 4, "shots": (1, 4),
-                         "n_episodes": 10}
-"""Small default design sizes for :func:`psm_bayes.models.selection_simulate.simulate` (quick SBC / smoke runs)."""
+SIZES: dict[str, Any] = {"n_personas": 3, "n_traits": 2, "n_eval": 4, "n_shot_items": 4, "shots": (2,),
+                         "sft_episodes": 4, "observation": "both", "n_episodes": 5}
+"""Small default design of :func:`psm_bayes.models.selection_simulate.simulate` (quick SBC / smoke runs):
+ICL, SFT and SFT-then-ICL conditions observed as episodes and as log-odds, so every latent of
+:data:`LATENTS` and both observed sites exist."""
 DESCRIPTIONS: dict[str, str] = {
     "persona_selection": "canonical PSM: one latent persona, SFT and in-context evidence in one posterior",
     "permuted_personas": "PSM with persona labels shuffled independently within each trait (null)",
