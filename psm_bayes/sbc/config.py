@@ -12,18 +12,18 @@ VMAP_CHUNK = 50
 """Default replicates per vectorised call: a batched NUTS step lasts as long as the longest tree in the
 batch, so very large batches waste work (measured: 50 per call ran 200 replicates 2.3x faster than 200)."""
 
+_SELECTION_SIZES = {"n_personas": 3, "n_traits": 2, "n_eval": 4, "n_shot_items": 4, "shots": (1, 4),
+                    "sft_episodes": 5, "n_episodes": 20, "observation": "episodes"}
 SBC_SIZES: Mapping[str, Mapping[str, Any]] = {
-    # 30-replicate probe: 4 SFT episodes gave posterior sd / prior sd 0.48 on beta_sft (0.21 on beta_icl,
-    # <= 0.07 on the response biases); 5 keeps a margin while the prior still matters (the subtle fault
-    # is a prior-scale fault, whose detectability falls as the posterior contracts)
-    "persona_selection": {"sft_episodes": 5, "n_episodes": 20},
-    # the nulls and the permuted-persona model see the same design as the canonical model
-    **{name: {"sft_episodes": 5, "n_episodes": 20}
-       for name in ("permuted_personas", "response_bias", "trait_indicator", "similarity")},
+    # 200 replicates: posterior sd / prior sd at most 0.32 (beta_sft) with 5 SFT episodes per condition (a
+    # 30-replicate probe with 4 gave 0.48). The nulls and the permuted-persona model see the same design.
+    **{name: _SELECTION_SIZES for name in ("persona_selection", "permuted_personas", "response_bias",
+                                           "trait_indicator", "similarity")},
 }
 """Data sizes (simulator keyword arguments) of the documented SBC run of each catalogued model.
 
-They update the catalogue's small ``sizes`` of the model. The sizes are chosen
+They update the catalogue's small ``sizes`` of the model (given in full here, so
+that a change of the catalogue's quick sizes does not move the documented run). The sizes are chosen
 so that the posterior contracts to at most half the prior sd on the model's
 main parameters (:attr:`SBCResult.contraction <psm_bayes.sbc.result.SBCResult.contraction>`
 <= 0.5); ``benchmarks/sbc_table.py`` prints the table that shows it.
