@@ -20,7 +20,6 @@ import os
 
 import numpy as np
 import pytest
-from scipy.stats import norm
 
 from psm_bayes.io import OutputError
 from psm_bayes.models import catalogue
