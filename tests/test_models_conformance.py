@@ -31,7 +31,6 @@ import psm_bayes.models.persona_mixture_pyro as ppm
 from psm_bayes.data import Episodes, PSMData, SOURCES
 from psm_bayes.inference.numpyro_backend import pointwise_log_likelihood, prior_predictive as sample_prior
 from psm_bayes.inference.pyro_backend import log_density as log_joint
-from psm_bayes.models import maths
 from psm_bayes.models.persona_mixture import Priors
 from psm_bayes.simulate import random_loglik
 
@@ -97,7 +96,7 @@ def numpy_episode_loglik(data: PSMData, p: dict) -> np.ndarray:
 
 
 def numpy_log_joint(data: PSMData, priors: Priors, p: dict) -> float:
-    """Log joint from scipy densities and the numpy maths (episodes weighted by count)."""
+    """Log joint from scipy densities and the hand-written likelihood (episodes weighted by count)."""
     K = data.n_personas
     lp = 0.0
     pi = data.prior_weights
@@ -133,7 +132,7 @@ def test_log_joint_agrees(seed, latent_prior, bias):
 
 @pytest.mark.parametrize("seed, latent_prior, bias", CASES[::3])
 def test_pointwise_loglik_agrees(seed, latent_prior, bias):
-    """Unscaled per-episode log-likelihood: NumPyro ``log_likelihood`` == numpy maths."""
+    """Unscaled per-episode log-likelihood: NumPyro ``log_likelihood`` == the hand-written one."""
     data = random_data(seed, latent_prior, bias)
     p = prior_draw(data, PRIORS, np.random.default_rng(seed))
     ll = log_likelihood(NUMPYRO_MODEL, {k: jnp.asarray(v)[None] for k, v in p.items()}, data, PRIORS)["y"][0]
@@ -222,9 +221,9 @@ def test_prior_predictive_distribution():
     data = random_data(6, False, True, K=4, n_items=5, n_options=3, N=3000, observed=False)
     p = prior_draw(data, PRIORS, np.random.default_rng(6))
     p["beta_sft"], p["beta_icl"], p["authorial_bias"] = np.float64(2.0), np.float64(0.5), np.float64(1.0)
-    probs = np.exp(maths.episode_logits(maths.NUMPY, np.log(p["w"]), data.loglik.array, data.item_index,
-                                        data.episodes.source_index, p["beta_sft"], p["beta_icl"],
-                                        p["authorial_bias"], data.bias_direction))
+    probs = np.stack([np.exp(numpy_episode_loglik(
+        data.replace(episodes=Episodes(data.episodes.item, np.full(len(data.episodes), o), data.episodes.source)), p))
+        for o in range(data.n_options)], axis=1)  # hand-written p(option | episode), (N, O)
     N = len(data.episodes)
     sd = np.sqrt((probs * (1 - probs)).sum(0)) / N
     y_np = np.asarray(_numpyro_trace(data, seed=7, cond={k: jnp.asarray(v) for k, v in p.items()})["y"]["value"])
@@ -241,13 +240,17 @@ def test_prior_predictive_distribution():
 
 
 def test_numpyro_predictive_matches_p_item():
-    """The deterministic ``p_item`` site equals the numpy maths at beta = 1."""
+    """The deterministic ``p_item`` site equals a hand computation at beta = 1 (loops, not models/maths.py)."""
     data = random_data(8, True, True)
     p = prior_draw(data, PRIORS, np.random.default_rng(8))
     out = Predictive(NUMPYRO_MODEL, posterior_samples={k: jnp.asarray(v)[None] for k, v in p.items()},
                      return_sites=["p_item"])(jax.random.PRNGKey(0), data, PRIORS)
-    expected = np.exp(maths.assistant_log_probs(maths.NUMPY, np.log(p["w"]), data.loglik.array, 1.0,
-                                                p["authorial_bias"], data.bias_direction))
+    L, d = data.loglik.array, data.bias_direction
+    expected = np.zeros((data.n_items, data.n_options))
+    for i in range(data.n_items):
+        for k in range(data.n_personas):
+            z = np.exp(L[k, i] + p["authorial_bias"] * d[i])
+            expected[i] += p["w"][k] * z / z.sum()
     np.testing.assert_allclose(np.asarray(out["p_item"][0]), expected, rtol=1e-10)
     tr = _pyro_trace(data, cond={k: torch.as_tensor(v) for k, v in p.items()})
     np.testing.assert_allclose(tr.nodes["p_item"]["value"].numpy(), expected, rtol=1e-10)
