@@ -35,8 +35,9 @@ def default_method(backend: str) -> str:
 
     On CPU (2 cores, tiny models, a few hundred replicates) compiling the
     vectorised kernel cost ~3x the single-replicate one while sampling was
-    only ~1.5-2x faster, so the loop finished first; see
-    ``benchmarks/bench_sbc.py``.
+    only ~1.5-2x faster, so the loop finished first; measured again on 20
+    replicates of persona_selection: loop 31 s, vmap 373 s, simuk 270 s
+    (``benchmarks/bench_sbc.py``, ``benchmarks/sbc_results.md``).
     """
     if backend != "numpyro":
         return "fit"
