@@ -45,7 +45,7 @@ def register(subparsers: Any) -> None:
                    metavar="N", help="NUTS chains")
     p.add_argument("--model", default=None, metavar="PATH_OR_NAME",
                    help="model directory, .gguf or locally cached name (default: embedded Gemma 3 270M)")
-    p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None, help="scoring dtype (default bfloat16)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None, help="scoring dtype (default: float32 on the CPU, bfloat16 on a GPU)")
     p.add_argument("--threads", type=options.positive_int, default=None, help="torch threads (default 1)")
     p.add_argument("--seed", type=options.nonneg_int, default=None, help="seed of splits, shots and fits (default 0)")
     p.add_argument("--models", default=None, metavar="A,B",

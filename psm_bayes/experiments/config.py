@@ -96,9 +96,12 @@ class ExperimentConfig:
     models : tuple of str
         Models to run, each a registry name, a ``.gguf`` or a model directory
         (default :data:`DEFAULT_MODELS`); the report compares them.
-    dtype : str
-        Scoring dtype (``bfloat16`` or ``float32``); SFT always trains a
-        float32 copy under bf16 autocast.
+    dtype : str or None
+        Scoring dtype (``bfloat16`` or ``float32``); ``None`` picks the
+        device's default (float32 on the CPU, bfloat16 on a GPU). SFT trains
+        a float32 copy, under bf16 autocast only where bf16 is native (a GPU,
+        or a CPU with AVX-512 BF16/AMX; elsewhere torch emulates bf16 ~40x
+        slower than float32).
     threads : int
         Torch threads.
     batch_size : int
@@ -133,7 +136,7 @@ class ExperimentConfig:
     description_index: int = 0
     prior_pseudo_count: float = 1.0
     models: tuple[str, ...] = DEFAULT_MODELS
-    dtype: str = "bfloat16"
+    dtype: str | None = None
     threads: int = 1
     batch_size: int = 16
     criteria_se: float = 2.0

@@ -321,6 +321,11 @@ def cpu_bf16_native() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def bf16_native(device_type: str) -> bool:
+    """Whether bfloat16 autocast runs natively on ``device_type`` (``"cuda"``, or a CPU with AVX-512 BF16/AMX)."""
+    return device_type == "cuda" or (device_type == "cpu" and cpu_bf16_native())
+
+
 def default_dtype(device: str) -> str:
     """bfloat16 on a GPU, float32 on the CPU."""
     return "bfloat16" if str(device).startswith("cuda") else "float32"

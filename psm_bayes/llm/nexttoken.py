@@ -50,7 +50,8 @@ class NextTokenScorer:
         Suffixes per forward pass.
     autocast : bool
         Run under bfloat16 ``torch.autocast`` on the model's device (for a
-        float32 model, e.g. during LoRA training).
+        float32 model, e.g. during LoRA training) where bf16 is native there;
+        elsewhere (a CPU without AVX-512 BF16/AMX) in float32.
     sample_prompt : str
         A probe in the prompt format in use, ending where the option starts
         (default the plain ``"Question: Hello?\nAnswer:"``; for a chat format
@@ -122,7 +123,10 @@ class NextTokenScorer:
         body, head, softcap = model_parts(self.model)
         device = model_device(self.model)
         opt = torch.tensor(self.option_ids, device=device)
-        ctx = (torch.autocast(device.type, dtype=torch.bfloat16) if self.autocast else contextlib.nullcontext())
+        from psm_bayes.llm.loading import bf16_native
+
+        use_bf16 = self.autocast and bf16_native(device.type)
+        ctx = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
         with torch.inference_mode(), ctx:
             base_cache = None
             if lcp > 0:
