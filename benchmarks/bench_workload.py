@@ -3,7 +3,7 @@
 Run::
 
     .venv/bin/python benchmarks/bench_workload.py [--traits 2] [--predict-traits 20] \\
-        [--probes /work/shared/data/anthropic-persona] [--models gemma3-270m,smollm2-135m-instruct] \\
+        [--probes ../shared/data/anthropic-persona] [--models gemma3-270m,smollm2-135m-instruct] \\
         [--device auto] [--dtype bfloat16] [--threads 1] [--batch-size 16]
 
 The workload mirrors the experiment's defaults (``ExperimentConfig``) for N
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", default="gemma3-270m,smollm2-135m-instruct")
     ap.add_argument("--traits", type=int, default=2, help="traits in the measured workload")
     ap.add_argument("--predict-traits", type=int, default=20)
-    ap.add_argument("--probes", default="/work/shared/data/anthropic-persona",
+    ap.add_argument("--probes", default="../shared/data/anthropic-persona",
                     help="directory of Anthropic persona *.jsonl files ('builtin' for the shipped probes)")
     ap.add_argument("--per-trait", type=int, default=8, help="evaluation probes per trait")
     ap.add_argument("--examples", type=int, default=8, help="few-shot pool per trait (persona examples)")

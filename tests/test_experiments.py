@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -314,10 +315,14 @@ def test_config_validation_and_cli_flags():
         ExperimentConfig(persona_examples=3)
     with pytest.raises(ValueError, match="null_models"):
         ExperimentConfig(null_models=("nope",))
+    cfg = config_from_args(build_parser().parse_args(["run", "--out", "x", "--device", "cpu"]))
+    assert cfg.device == "cpu" and ExperimentConfig().device == "auto"
+    with pytest.raises(ValueError, match="device"):
+        ExperimentConfig(device="gpu")
 
 
 # ---------------------------------------------------------------- real model
-ANTHROPIC = "/work/shared/data/anthropic-persona"
+ANTHROPIC = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "anthropic-persona")  # ../shared beside the repo
 
 
 @pytest.mark.llm

@@ -46,6 +46,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--model", default=None, metavar="PATH_OR_NAME",
                    help="model directory, .gguf or locally cached name (default: embedded Gemma 3 270M)")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None, help="scoring dtype (default: float32 on the CPU, bfloat16 on a GPU)")
+    p.add_argument("--device", default=None, metavar="{auto,cpu,cuda}",
+                   help="where scoring and LoRA run (default auto: CUDA when present, else the CPU)")
     p.add_argument("--threads", type=options.positive_int, default=None, help="torch threads (default 1)")
     p.add_argument("--seed", type=options.nonneg_int, default=None, help="seed of splits, shots and fits (default 0)")
     p.add_argument("--models", default=None, metavar="A,B",
@@ -69,7 +71,7 @@ def register(subparsers: Any) -> None:
 _FLAGS = {"probes_per_trait": "probes_per_trait", "max_shots": "max_shots", "orderings": "orderings",
           "sft_trait": "sft_trait", "sft_examples": "sft_examples", "sft_steps": "sft_steps",
           "sft_seeds": "sft_seeds", "sft_lr": "sft_lr", "num_samples": "num_samples", "num_warmup": "num_warmup",
-          "num_chains": "num_chains", "model": "model", "dtype": "dtype", "threads": "threads", "seed": "seed",
+          "num_chains": "num_chains", "model": "model", "dtype": "dtype", "device": "device", "threads": "threads", "seed": "seed",
           "probes_dir": "probes_dir", "screen_traits": "screen_traits", "persona_context": "persona_context",
           "persona_examples": "persona_examples", "target_accept": "target_accept"}
 

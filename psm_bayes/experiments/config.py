@@ -12,6 +12,7 @@ Defaults are sized for about a quarter of an hour on 2 busy CPU cores;
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -102,6 +103,9 @@ class ExperimentConfig:
         a float32 copy, under bf16 autocast only where bf16 is native (a GPU,
         or a CPU with AVX-512 BF16/AMX; elsewhere torch emulates bf16 ~40x
         slower than float32).
+    device : str
+        ``auto`` (CUDA when present, else the CPU), ``cpu``, ``cuda`` or
+        ``cuda:N``: where scoring and LoRA run.
     threads : int
         Torch threads.
     batch_size : int
@@ -137,6 +141,7 @@ class ExperimentConfig:
     prior_pseudo_count: float = 1.0
     models: tuple[str, ...] = DEFAULT_MODELS
     dtype: str | None = None
+    device: str = "auto"
     threads: int = 1
     batch_size: int = 16
     criteria_se: float = 2.0
@@ -162,6 +167,8 @@ class ExperimentConfig:
             raise ValueError(f"null_models: unknown {unknown}; expected some of {NULLS}")
         if not self.models:
             raise ValueError("models: expected at least one model")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(self.device).strip().lower()):
+            raise ValueError(f"device: expected auto, cpu, cuda or cuda:N, got {self.device!r}")
         for name in ("probes_per_trait", "prior_items", "max_shots", "orderings", "sft_examples", "threads",
                      "batch_size", "screen_traits", "screen_items"):
             if int(getattr(self, name)) < 1:

@@ -87,7 +87,7 @@ def run_model(name: str, cfg: ExperimentConfig, design: Design, spec: Any, cache
     tag = f"[{name}] "
     log.stage(tag + "load model")
     if loaded is None:
-        loaded = load_model(name, dtype=cfg.dtype, threads=cfg.threads)
+        loaded = load_model(name, dtype=cfg.dtype, threads=cfg.threads, device=cfg.device)
     log.done(tag + "load model")
     log.stage(tag + "persona table")
     personas = persona_table.measure_personas(
@@ -99,7 +99,8 @@ def run_model(name: str, cfg: ExperimentConfig, design: Design, spec: Any, cache
     log.done(tag + "ICL")
     log.stage(tag + "LoRA SFT")
     if loaded_fp32 is None:
-        loaded_fp32 = loaded if loaded.dtype == "float32" else load_model(name, dtype="float32", threads=cfg.threads)
+        loaded_fp32 = (loaded if loaded.dtype == "float32"
+                       else load_model(name, dtype="float32", threads=cfg.threads, device=cfg.device))
     sft_stage = finetune.run_sft(loaded_fp32, design, cfg.sft, cfg.sft_checkpoints, cache_dir=cache / "sft",
                                  batch_size=cfg.batch_size, progress=progress)
     log.done(tag + "LoRA SFT")
@@ -149,7 +150,7 @@ def run_experiment(config: ExperimentConfig | None = None, out_dir: str | os.Pat
     if traits is None:
         first = cfg.models[0]
         log.stage(f"screening {len(source.probes.traits)} traits")
-        model = loaded.get(first) or load_model(first, dtype=cfg.dtype, threads=cfg.threads)
+        model = loaded.get(first) or load_model(first, dtype=cfg.dtype, threads=cfg.threads, device=cfg.device)
         screened = screening.screen_traits(model, source, n_items=cfg.screen_items, n_examples=cfg.persona_examples,
                                            keep=cfg.screen_traits, threshold=cfg.screen_threshold, seed=cfg.seed,
                                            cache_dir=out / "cache" / _safe(first) / "screen", batch_size=cfg.batch_size)
