@@ -95,10 +95,8 @@ def fit_svi(model: Callable, data: Any, *, seed: int, priors: Any = None, guide:
         Adam learning rate.
     num_draws : int
         Draws from the fitted guide stored as one chain.
-    predictive : bool
-        Also draw the posterior predictive and the deterministic sites.
-    progress : bool
-        Show a progress bar.
+    predictive, progress : bool
+        As in :func:`fit_nuts`.
 
     Returns
     -------

@@ -65,7 +65,7 @@ from typing import Sequence
 import numpy as np
 
 from psm_bayes.validation import (DataError, as_str_tuple, check_finite, check_int_array, check_logprob, check_option,
-                                  check_personas, check_prior_weights, check_unique, fail)
+                                  check_personas, check_priors, check_prior_weights, check_unique, fail)
 from psm_bayes.models.maths import Ops
 
 YES_OPTION = 0
@@ -295,16 +295,8 @@ class ICLPriors:
     separate_target: bool = False
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if f.name == "separate_target":
-                if not isinstance(v, bool):
-                    raise ValueError(f"priors.separate_target: expected a bool, got {v!r}")
-                continue
-            if not np.isfinite(v):
-                raise ValueError(f"priors.{f.name}: expected a finite number, got {v!r}")
-            if not f.name.endswith("_loc") and v <= 0:
-                raise ValueError(f"priors.{f.name}: expected a positive number, got {v!r}")
+        check_priors(self, real=tuple(f.name for f in fields(self) if f.name.endswith("_loc")),
+                     flags=("separate_target",))
 
 
 # ---------------------------------------------------------------- maths (numpy / JAX)

@@ -32,7 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from psm_bayes.data import Episodes, PersonaSet, PSMData, SOURCES
+from psm_bayes.data import Episodes, LogLikTable, PersonaSet, PSMData, SOURCES
+from psm_bayes.validation import check_priors
 from psm_bayes.models import maths
 from psm_bayes.models.design import Simulation, check_fractions, episode_design, random_loglik
 
@@ -72,12 +73,7 @@ class Priors:
     bias_scale: float = 1.0
 
     def __post_init__(self) -> None:
-        for name in ("concentration", "prior_weights_concentration", "beta_scale", "bias_scale"):
-            v = getattr(self, name)
-            if not (np.isfinite(v) and v > 0):
-                raise ValueError(f"priors.{name}: expected a positive finite number, got {v!r}")
-        if not np.isfinite(self.beta_loc):
-            raise ValueError(f"priors.beta_loc: expected a finite number, got {self.beta_loc!r}")
+        check_priors(self, real=("beta_loc",))
 
 
 

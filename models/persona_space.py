@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from psm_bayes.data import Episodes, SOURCES
-from psm_bayes.validation import DataError, check_finite, fail
+from psm_bayes.validation import DataError, check_finite, check_priors, fail
 from psm_bayes.models import maths
 from psm_bayes.models.design import Simulation, check_fractions, episode_design
 
@@ -203,12 +203,7 @@ class PersonaSpacePriors:
     bias_scale: float = 1.0
 
     def __post_init__(self) -> None:
-        for name in ("prior_scale", "beta_scale", "bias_scale"):
-            v = getattr(self, name)
-            if not (np.isfinite(v) and v > 0):
-                raise ValueError(f"priors.{name}: expected a positive finite number, got {v!r}")
-        if not np.isfinite(self.beta_loc):
-            raise ValueError(f"priors.beta_loc: expected a finite number, got {self.beta_loc!r}")
+        check_priors(self, real=("beta_loc",))
 
 
 

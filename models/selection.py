@@ -40,6 +40,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from psm_bayes.data import DataError, check_int_array
+from psm_bayes.validation import check_priors
 
 BASE_TYPE = "base"
 """Condition type without a response-bias offset (the zero-shot / no-evidence reference)."""
@@ -460,12 +461,4 @@ class Priors:
     permutation_seed: int = 0
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            if v is None and f.name == "logodds_df":
-                continue
-            if f.name in ("beta_loc", "half_dose_loc", "permutation_seed"):
-                if not np.isfinite(v):
-                    raise ValueError(f"priors.{f.name}: expected a finite number, got {v!r}")
-            elif not (np.isfinite(v) and v > 0):
-                raise ValueError(f"priors.{f.name}: expected a positive finite number, got {v!r}")
+        check_priors(self, real=("beta_loc", "half_dose_loc", "permutation_seed"), optional=("logodds_df",))

@@ -37,7 +37,7 @@ import numpy as np
 
 from psm_bayes.models.icl_curves import yes_direction
 from psm_bayes.validation import (as_str_tuple, check_finite, check_logprob, check_option, check_personas,
-                                  check_prior_weights, check_unique, fail)
+                                  check_prior_weights, check_priors, check_unique, fail)
 from psm_bayes.models.maths import Ops
 
 DIMS: dict[str, list[str]] = {
@@ -178,11 +178,7 @@ class SFTPriors:
     offset_scale: float = 1.0
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if not np.isfinite(v) or (f.name != "beta_loc" and v <= 0):
-                raise ValueError(f"priors.{f.name}: expected a {'finite' if f.name == 'beta_loc' else 'positive'} "
-                                 f"number, got {v!r}")
+        check_priors(self, real=("beta_loc",))
 
 
 # ---------------------------------------------------------------- maths (numpy / JAX)

@@ -6,7 +6,8 @@ validate their fields at construction with these functions.
 
 from __future__ import annotations
 
-from typing import Sequence
+import dataclasses
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -106,3 +107,32 @@ def check_personas(personas: Sequence[str], n_personas: int, field_name: str = "
         fail(field_name, f"expected {n_personas} ids (one per persona), got {len(ids)}")
     check_unique(ids, field_name)
     return ids
+
+
+def check_priors(priors: Any, *, real: Sequence[str] = (), optional: Sequence[str] = (),
+                 flags: Sequence[str] = ()) -> None:
+    """Validate a priors dataclass: every field a positive finite number, except as named.
+
+    Parameters
+    ----------
+    priors : dataclass instance
+        The priors object; errors name ``priors.<field>``.
+    real : sequence of str
+        Fields that may be any finite number (locations, seeds).
+    optional : sequence of str
+        Fields that may also be ``None``.
+    flags : sequence of str
+        Fields that must be a bool.
+    """
+    for f in dataclasses.fields(priors):
+        v = getattr(priors, f.name)
+        if f.name in flags:
+            if not isinstance(v, bool):
+                raise ValueError(f"priors.{f.name}: expected a bool, got {v!r}")
+        elif v is None and f.name in optional:
+            continue
+        elif f.name in real:
+            if not np.isfinite(v):
+                raise ValueError(f"priors.{f.name}: expected a finite number, got {v!r}")
+        elif not (np.isfinite(v) and v > 0):
+            raise ValueError(f"priors.{f.name}: expected a positive finite number, got {v!r}")
