@@ -39,8 +39,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from psm_bayes.data import DataError, check_int_array
-from psm_bayes.validation import check_priors
+from psm_bayes.data import check_int_array
+from psm_bayes.validation import check_priors, fail
 
 BASE_TYPE = "base"
 """Condition type without a response-bias offset (the zero-shot / no-evidence reference)."""
@@ -81,16 +81,12 @@ DESCRIPTIONS: dict[str, str] = {
 }
 
 
-def _fail(name: str, msg: str) -> None:
-    raise DataError(f"{name}: {msg}")
-
-
 def _float_array(value, name: str, shape: tuple[int, ...]) -> np.ndarray:
     a = np.asarray(value, dtype=float)
     if a.shape != shape:
-        _fail(name, f"expected shape {shape}, got {a.shape}")
+        fail(name, f"expected shape {shape}, got {a.shape}")
     if not np.isfinite(a).all():
-        _fail(name, f"expected finite values, found {int((~np.isfinite(a)).sum())} non-finite")
+        fail(name, f"expected finite values, found {int((~np.isfinite(a)).sum())} non-finite")
     return a
 
 
@@ -99,7 +95,7 @@ def _counts(value, name: str, shape: tuple[int, ...]) -> np.ndarray:
         return np.zeros(shape, dtype=np.int64)
     a = np.asarray(value)
     if a.shape != shape:
-        _fail(name, f"expected shape {shape} (condition, item, option), got {a.shape}")
+        fail(name, f"expected shape {shape} (condition, item, option), got {a.shape}")
     flat = check_int_array(a.reshape(-1), name, a.size, what="counts")
     return flat.reshape(shape)
 
@@ -107,9 +103,9 @@ def _counts(value, name: str, shape: tuple[int, ...]) -> np.ndarray:
 def _ids(value, name: str, n: int, prefix: str) -> tuple[str, ...]:
     ids = tuple(str(v) for v in value) if len(value) else tuple(f"{prefix}{j}" for j in range(n))
     if len(ids) != n:
-        _fail(name, f"expected {n} ids, got {len(ids)}")
+        fail(name, f"expected {n} ids, got {len(ids)}")
     if len(set(ids)) != n:
-        _fail(name, "expected unique ids")
+        fail(name, "expected unique ids")
     return ids
 
 
@@ -117,16 +113,16 @@ def _index(value, name: str, ids: tuple[str, ...], n: int | None = None, match: 
     """Indices into ``ids`` from ids (strings) or integer indices; shape ``(n,)``."""
     a = np.asarray(value)
     if a.ndim != 1:
-        _fail(name, f"expected a 1-d array, got shape {a.shape}")
+        fail(name, f"expected a 1-d array, got shape {a.shape}")
     if a.dtype.kind in "OUS":
         lookup = {k: j for j, k in enumerate(ids)}
         missing = sorted({str(v) for v in a.tolist() if str(v) not in lookup})
         if missing:
-            _fail(name, f"unknown id(s) {missing[:5]}; expected one of {list(ids)[:10]}")
+            fail(name, f"unknown id(s) {missing[:5]}; expected one of {list(ids)[:10]}")
         a = np.array([lookup[str(v)] for v in a.tolist()], dtype=np.int64)
     out = check_int_array(a, name, a.shape[0] if n is None else n, what="indices", match=match)
     if out.size and out.max() >= len(ids):
-        _fail(name, f"expected indices < {len(ids)}, found {int(out.max())}")
+        fail(name, f"expected indices < {len(ids)}, found {int(out.max())}")
     return out
 
 
@@ -199,20 +195,20 @@ class SelectionData:
         L = self.loglik
         if hasattr(L, "dims") and hasattr(L, "coords"):
             if tuple(L.dims) != ("persona", "item", "option"):
-                _fail("loglik", f"expected dims ('persona', 'item', 'option'), got {tuple(L.dims)}")
+                fail("loglik", f"expected dims ('persona', 'item', 'option'), got {tuple(L.dims)}")
             for dim in ("persona", "item", "option"):
                 if not getattr(self, dim + "s") and dim in L.coords:
                     s(dim + "s", tuple(str(v) for v in L.coords[dim].values))
             L = L.values
         L = np.asarray(L, dtype=float)
         if L.ndim != 3 or min(L.shape) < 1 or L.shape[2] < 2:
-            _fail("loglik", f"expected a (persona, item, option) array with >= 2 options, got shape {L.shape}")
+            fail("loglik", f"expected a (persona, item, option) array with >= 2 options, got shape {L.shape}")
         L = _float_array(L, "loglik", L.shape)
         K, I, O = L.shape
         norm = np.log(np.exp(L).sum(-1))
         if np.abs(norm).max() > 1e-6:
             k, i = np.unravel_index(np.abs(norm).argmax(), norm.shape)
-            _fail("loglik", f"expected log-probabilities normalised over options (log_softmax), but "
+            fail("loglik", f"expected log-probabilities normalised over options (log_softmax), but "
                             f"persona {k} item {i} sums to exp({norm[k, i]:.3g})")
         s("loglik", L)
         s("personas", _ids(self.personas, "personas", K, "p"))
@@ -221,30 +217,30 @@ class SelectionData:
         for name in ("yes_option", "matching_option"):
             v = check_int_array(getattr(self, name), name, I, what="option indices", match="items")
             if v.size and v.max() >= O:
-                _fail(name, f"expected option indices < {O}, found {int(v.max())}")
+                fail(name, f"expected option indices < {O}, found {int(v.max())}")
             s(name, v)
         conditions = _ids(tuple(self.conditions), "conditions", len(tuple(self.conditions)), "c")
         if not conditions:
-            _fail("conditions", "expected at least one condition")
+            fail("conditions", "expected at least one condition")
         s("conditions", conditions)
         C = len(conditions)
         ctype = tuple(str(t) for t in self.condition_type)
         if len(ctype) != C:
-            _fail("condition_type", f"expected {C} labels (one per condition), got {len(ctype)}")
+            fail("condition_type", f"expected {C} labels (one per condition), got {len(ctype)}")
         s("condition_type", ctype)
         s("sft_evidence", _counts(self.sft_evidence, "sft_evidence", (C, I, O)))
         s("icl_evidence", _counts(self.icl_evidence, "icl_evidence", (C, I, O)))
         if self.prior_weights is not None:
             pw = _float_array(self.prior_weights, "prior_weights", (K,))
             if (pw <= 0).any() or abs(pw.sum() - 1) > 1e-6:
-                _fail("prior_weights", f"expected positive weights summing to 1, got sum {pw.sum():.6g}")
+                fail("prior_weights", f"expected positive weights summing to 1, got sum {pw.sum():.6g}")
             s("prior_weights", pw)
         if self.bias_direction is not None:
             s("bias_direction", _float_array(self.bias_direction, "bias_direction", (I, O)))
         if self.item_trait is not None:
             trait = tuple(str(t) for t in self.item_trait)
             if len(trait) != I:
-                _fail("item_trait", f"expected {I} labels (one per item), got {len(trait)}")
+                fail("item_trait", f"expected {I} labels (one per item), got {len(trait)}")
             s("item_trait", trait)
         if self.similarity is not None:
             s("similarity", _float_array(self.similarity, "similarity", (I, I)))
@@ -256,24 +252,24 @@ class SelectionData:
         if getattr(self, names[0]) is None:
             for n in names[1:] + (["logodds"] if kind == "measurement" else []):
                 if getattr(self, n) is not None:
-                    _fail(n, f"given without {names[0]}")
+                    fail(n, f"given without {names[0]}")
             return
         cond = _index(getattr(self, names[0]), names[0], self.conditions)
         n = cond.shape[0]
         object.__setattr__(self, names[0], cond)
         if getattr(self, names[1]) is None:
-            _fail(names[1], f"required with {names[0]}")
+            fail(names[1], f"required with {names[0]}")
         object.__setattr__(self, names[1], _index(getattr(self, names[1]), names[1], self.items, n, names[0]))
         if kind == "episode":
             opt = self.episode_option
             if opt is not None:
                 opt = check_int_array(opt, "episode_option", n, match="episode_condition")
                 if n and opt.max() >= len(self.options):
-                    _fail("episode_option", f"expected option indices < {len(self.options)}, found {opt.max()}")
+                    fail("episode_option", f"expected option indices < {len(self.options)}, found {opt.max()}")
             cnt = np.ones(n, np.int64) if self.episode_count is None else check_int_array(
                 self.episode_count, "episode_count", n, what="counts", match="episode_condition")
             if n and cnt.min() < 1:
-                _fail("episode_count", "expected integer counts >= 1")
+                fail("episode_count", "expected integer counts >= 1")
             object.__setattr__(self, "episode_option", opt)
             object.__setattr__(self, "episode_count", cnt)
         elif self.logodds is not None:
@@ -358,13 +354,13 @@ class SelectionData:
         net, _ = self.evidence_net
         if name == "trait_indicator":
             if self.item_trait is None:
-                _fail("item_trait", "required by the trait_indicator model")
+                fail("item_trait", "required by the trait_indicator model")
             tr = np.asarray(self.item_trait, dtype=object)
             same = (tr[:, None] == tr[None, :]).astype(float)
             mats = [same, 1.0 - same]
         elif name == "similarity":
             if self.similarity is None:
-                _fail("similarity", "required by the similarity model")
+                fail("similarity", "required by the similarity model")
             mats = [self.similarity]
         else:
             raise ValueError(f"name: no evidence features for model {name!r}")
