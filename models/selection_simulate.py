@@ -50,13 +50,19 @@ class _NumpyDists:
 
 
 class _Recorder:
-    """``sample`` / ``plate`` / ``deterministic`` that draw with numpy and record every site."""
+    """``sample`` / ``plate`` / ``deterministic`` that draw with numpy and record every site.
 
-    def __init__(self) -> None:
+    Sites named in ``fixed`` take the given value instead of a draw.
+    """
+
+    def __init__(self, fixed: dict[str, Any] | None = None) -> None:
         self.values: dict[str, np.ndarray] = {}
         self.shape: tuple[int, ...] = ()
+        self.fixed = dict(fixed or {})
 
     def sample(self, name: str, draw, obs=None):
+        if obs is None and name in self.fixed:
+            obs = self.fixed[name]
         value = np.asarray(obs if obs is not None else draw(self.shape))
         self.values[name] = value
         return value
@@ -74,9 +80,9 @@ class _Recorder:
         return value
 
 
-def numpy_ppl(rng: np.random.Generator) -> tuple[PPL, _Recorder]:
-    """A numpy :class:`PPL` drawing with ``rng``, and the recorder holding the drawn sites."""
-    rec = _Recorder()
+def numpy_ppl(rng: np.random.Generator, fixed: dict[str, Any] | None = None) -> tuple[PPL, _Recorder]:
+    """A numpy :class:`PPL` drawing with ``rng`` (sites in ``fixed`` take those values), and its recorder."""
+    rec = _Recorder(fixed)
     return PPL(maths.NUMPY, np.einsum, lambda x: np.asarray(x, dtype=float), lambda x: np.asarray(x, dtype=np.int64),
                _NumpyDists(rng), rec.sample, rec.plate, rec.deterministic), rec
 
@@ -148,9 +154,15 @@ def design(*, seed: int, n_personas: int = 3, n_traits: int = 2, n_eval: int = 4
         similarity=emb @ emb.T, **kw)
 
 
-def forward(name: str, data: SelectionData, priors: Priors | None = None, *, seed: int) -> dict[str, np.ndarray]:
-    """One draw of every site of model ``name`` (latents and observations), by running the model in numpy."""
-    P, rec = numpy_ppl(np.random.default_rng(seed))
+def forward(name: str, data: SelectionData, priors: Priors | None = None, *, seed: int,
+            fixed: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+    """One draw of every site of model ``name`` (latents and observations), by running the model in numpy.
+
+    ``fixed`` gives latent sites a value instead of a prior draw (e.g. a
+    posterior draw of a pilot fit: effect sizes measured on real data);
+    every other site is drawn from the model.
+    """
+    P, rec = numpy_ppl(np.random.default_rng(seed), fixed)
     model_body(P, name, data.unobserve(), priors)
     return rec.values
 

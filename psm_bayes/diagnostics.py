@@ -113,11 +113,51 @@ def check(dt, var_names: Sequence[str] | None = None, max_rhat: float = 1.01, mi
     return Verdict(not problems, rhat, ess, div, tuple(problems))
 
 
-def loo(dt, pointwise: bool = True):
-    """PSIS-LOO (``arviz.loo``); needs a ``log_likelihood`` group."""
+def loo(dt, pointwise: bool = True, var_name: str | None = None):
+    """PSIS-LOO (``arviz.loo``); needs a ``log_likelihood`` group.
+
+    Observations whose log-likelihood is the same at every draw (no
+    parameter touches them, e.g. base-condition episodes under a given
+    prior) have the exact leave-one-out density ``log p(y_i)`` and Pareto
+    ``k = 0``; PSIS cannot fit a tail to identical values, so those rows
+    are taken exactly and PSIS runs on the others.
+    """
+    import dataclasses
+
+    import xarray as xr
+
     if "log_likelihood" not in dt.children:
         raise ValueError("dt: no log_likelihood group; fit with predictive=True")
-    return _az().loo(dt, pointwise=pointwise)
+    az = _az()
+    group = dt["log_likelihood"]
+    names = list(group.data_vars)
+    var = var_name or (names[0] if len(names) == 1 else None)
+    if var is None:
+        return az.loo(dt, pointwise=pointwise, var_name=var_name)
+    ll = group[var]
+    obs_dims = [d for d in ll.dims if d not in ("chain", "draw")]
+    flat = np.asarray(ll.transpose("chain", "draw", *obs_dims).values, dtype=float).reshape(
+        ll.sizes["chain"], ll.sizes["draw"], -1)
+    const = np.ptp(flat, axis=(0, 1)) <= 1e-12 * (1.0 + np.abs(flat[0, 0]))
+    if not const.any():
+        return az.loo(dt, pointwise=pointwise, var_name=var_name)
+    if const.all():
+        raise ValueError(f"log_likelihood: no parameter affects {var!r} (the same value at every draw)")
+    full_elpd = flat[0, 0].copy()
+    full_k = np.zeros(flat.shape[-1])
+    sub = az.from_dict({"posterior": {"draw_index": np.zeros(flat.shape[:2])},
+                        "log_likelihood": {var: flat[:, :, ~const]}}, dims={var: ["obs"]})
+    res = az.loo(sub, pointwise=True)
+    full_elpd[~const] = np.asarray(res.elpd_i).ravel()
+    full_k[~const] = np.asarray(res.pareto_k).ravel()
+    n = full_elpd.size
+    shape = [ll.sizes[d] for d in obs_dims]
+    coords = {d: ll.coords[d] for d in obs_dims if d in ll.coords}
+    elpd_i = xr.DataArray(full_elpd.reshape(shape), dims=obs_dims, coords=coords)
+    pareto_k = xr.DataArray(full_k.reshape(shape), dims=obs_dims, coords=coords)
+    fields = dict(elpd=float(full_elpd.sum()), se=float(np.sqrt(n) * full_elpd.std()), n_data_points=n,
+                  elpd_i=elpd_i if pointwise else None, pareto_k=pareto_k if pointwise else None)
+    return dataclasses.replace(res, **fields)
 
 
 def compare(fits: Mapping[str, object]) -> pd.DataFrame:

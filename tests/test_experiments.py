@@ -104,6 +104,40 @@ def test_fewshot_persona_contexts_poles_differ_only_in_answers():
         persona_table.persona_contexts(fmt, spec, personas, probes, d.persona_idx, "nope")
 
 
+def test_multi_trait_persona_answers_every_member_traits_examples():
+    """The default run's multi-trait persona (sycophancy&power-seeking) uses both traits' examples.
+
+    ``g+`` answers each member trait's examples as ``t+`` does and ``g-`` as ``t-``; a persona built
+    from one trait only (or with one pole's answers) would fail the answer comparison below.
+    """
+    from psm_bayes.data import DataError
+    from psm_bayes.llm.formats import PlainFormat
+    from psm_bayes.probes import OPTIONS, load_personas
+
+    cfg = ExperimentConfig()
+    groups = cfg.multi_trait_groups(cfg.traits)
+    assert groups == (("sycophancy", "power-seeking"),)
+    probes = load_probes(cfg.traits)
+    d = design.make_design(cfg, probes, cfg.traits)
+    spec = persona_table.with_multi_trait(load_personas(), groups)
+    personas = persona_table.select_personas(spec, cfg.traits)
+    assert len(personas) == 2 * len(cfg.traits) + 2
+    ctx = dict(zip(personas.ids, persona_table.persona_contexts(PlainFormat(), spec, personas, probes, d.persona_idx)))
+    g = "sycophancy&power-seeking"
+    ex = d.persona_idx[np.isin(probes.trait[d.persona_idx], groups[0])]
+    answers = lambda c: [a.split("\n")[0] for a in c.split("Answer:")[1:]]  # noqa: E731
+    assert answers(ctx[g + "+"]) == [OPTIONS[m] for m in probes.matching_option[ex]]
+    assert answers(ctx[g + "-"]) == [OPTIONS[1 - m] for m in probes.matching_option[ex]]
+    for t in groups[0]:                        # every member trait's examples appear, answered as its pole
+        assert all(line in ctx[g + "+"] for line in ctx[t + "+"].split("\n") if line.strip())
+    # a group needs >= 2 known traits; the run's traits must hold the group
+    with pytest.raises(DataError, match="multi_trait_personas"):
+        persona_table.with_multi_trait(load_personas(), [("honesty", "no-such-trait")])
+    with pytest.raises(ValueError, match="multi_trait_personas"):
+        ExperimentConfig(traits=("honesty", "humour"), multi_trait_personas=(("honesty", "empathy"),))
+    assert ExperimentConfig(multi_trait_personas=()).multi_trait_groups(cfg.traits) == ()
+
+
 def _stages(cfg, d, seed=0):
     """Hand-made persona / ICL / SFT stage outputs (random numbers; the design is real)."""
     import pandas as pd

@@ -110,3 +110,30 @@ def test_pyro_fit_observes_only_the_sites_the_data_holds():
         assert set(dt[group].data_vars) == {"y"} and dt[group]["y"].sizes["episode"] == n
     assert {"same_trait_shift", "other_trait_shift", "half_dose", "response_bias"} <= set(dt["posterior"].data_vars)
     assert np.isfinite(dt["log_likelihood"]["y"].values).all()
+
+
+def test_loo_takes_parameter_free_episodes_exactly():
+    """Base-condition episodes under a given prior have the same log-likelihood at every draw.
+
+    arviz's PSIS cannot fit a tail to identical values ("All tail values are the same"); their exact
+    leave-one-out density is that value (k = 0). ``diagnostics.loo`` must equal PSIS on the other
+    episodes plus those values, computed here by hand.
+    """
+    import arviz as az
+
+    from psm_bayes import diagnostics
+    from psm_bayes.models.selection_simulate import simulate
+
+    data, _ = simulate("persona_selection", None, seed=0, n_personas=3, n_traits=2, n_eval=4, n_shot_items=4,
+                       shots=(1, 4), sft_episodes=5, n_episodes=6)
+    dt = fit_nuts(catalogue.model("persona_selection"), data, seed=0, num_warmup=200, num_samples=200)
+    ll = np.asarray(dt["log_likelihood"]["y"].values).reshape(-1, dt["log_likelihood"]["y"].shape[-1])
+    const = np.ptp(ll, axis=0) == 0
+    assert const.sum() == 8 * 6          # the base condition: 8 evaluation items x 6 episodes
+    with pytest.raises(ValueError, match="tail values"):
+        az.loo(dt)
+    res = diagnostics.loo(dt)
+    rest = az.loo(az.from_dict({"posterior": {"x": np.zeros((2, 200))},
+                                "log_likelihood": {"y": ll.reshape(2, 200, -1)[:, :, ~const]}}))
+    assert res.elpd == pytest.approx(float(rest.elpd) + ll[0, const].sum(), rel=1e-9)
+    assert np.all(np.asarray(res.pareto_k).ravel()[const] == 0) and res.n_data_points == ll.shape[1]

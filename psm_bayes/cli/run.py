@@ -2,7 +2,7 @@
 
 Example::
 
-    psm-bayes run --out report/                 # default size (~15 min on 2 CPU cores)
+    psm-bayes run --out report/                 # default size (see benchmarks/README.md for its time)
     psm-bayes run --out /tmp/r --quick          # tiny setting (tests)
     psm-bayes run --out r --traits honesty,humour --max-shots 16 --orderings 3 --sft-seeds 3
 
@@ -64,6 +64,15 @@ def register(subparsers: Any) -> None:
     p.add_argument("--persona-examples", type=options.positive_int, default=None, metavar="K",
                    help="statements per trait reserved as few-shot persona examples (default 8)")
     p.add_argument("--target-accept", type=options.open_unit, default=None, metavar="P", help="NUTS target acceptance")
+    p.add_argument("--compare-persona-contexts", action="store_true", default=None,
+                   help="also score the persona table with descriptions and with both forms (2 more passes) and "
+                        "report the persona separation of each")
+    p.add_argument("--multi-trait", default=None, metavar="A&B,C&D&E",
+                   help="multi-trait personas: groups of traits joined by '&', groups separated by ','; 'none' for "
+                        "none (default: sycophancy&power-seeking and machiavellianism&narcissism&psychopathy "
+                        "where all their traits are in the run)")
+    p.add_argument("--no-exact-refits", dest="exact_refits", action="store_false", default=None,
+                   help="keep PSIS values where Pareto k > 0.7 instead of refitting without the item")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_main)
 
@@ -73,7 +82,8 @@ _FLAGS = {"probes_per_trait": "probes_per_trait", "max_shots": "max_shots", "ord
           "sft_seeds": "sft_seeds", "sft_lr": "sft_lr", "num_samples": "num_samples", "num_warmup": "num_warmup",
           "num_chains": "num_chains", "model": "model", "dtype": "dtype", "device": "device", "threads": "threads", "seed": "seed",
           "probes_dir": "probes_dir", "screen_traits": "screen_traits", "persona_context": "persona_context",
-          "persona_examples": "persona_examples", "target_accept": "target_accept"}
+          "persona_examples": "persona_examples", "target_accept": "target_accept",
+          "exact_refits": "exact_refits", "compare_persona_contexts": "compare_persona_contexts"}
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
@@ -85,6 +95,10 @@ def config_from_args(args: argparse.Namespace) -> Any:
         over["traits"] = tuple(t.strip() for t in args.traits.split(",") if t.strip())
     if args.models:
         over["models"] = tuple(m.strip() for m in args.models.split(",") if m.strip())
+    if args.multi_trait is not None:
+        text = args.multi_trait.strip()
+        over["multi_trait_personas"] = () if text.lower() == "none" else tuple(
+            tuple(t.strip() for t in g.split("&") if t.strip()) for g in text.split(",") if g.strip())
     return ExperimentConfig.quick(**over) if args.quick else ExperimentConfig.build(**over)
 
 
@@ -102,6 +116,8 @@ def _main(args: argparse.Namespace) -> int:
         cfg = config_from_args(args)
     except ValueError as err:  # config messages start with the field name: say which flag sets it
         field, sep, rest = str(err).partition(":")
+        if field == "multi_trait_personas":
+            raise UsageError("--multi-trait", rest.strip()) from err
         if sep and (field in _FLAGS or field in ("traits", "models")):
             raise UsageError(_flag(field), rest.strip()) from err
         raise

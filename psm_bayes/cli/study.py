@@ -6,7 +6,7 @@ import argparse
 import inspect
 from typing import Any
 
-from psm_bayes.cli import options
+from psm_bayes.cli import options, power
 
 _FIT_ARGS = ("model", "data", "seed", "priors", "progress", "predictive")
 _AT_LEAST = {"num_samples": 1, "num_chains": 1, "num_steps": 1, "num_draws": 1, "num_warmup": 0,
@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Run every unfinished cell of a simulation study (resumable). The whole "
                                    "spec is checked (every grid cell's simulator, priors and inference "
                                    "options) before anything is written.")
-    p.add_argument("spec", help="study file (.toml or .json)")
+    p.add_argument("spec", nargs="?", default=None, help="study file (.toml or .json); or --power PILOT")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="output folder (parts/, results.parquet); rerunning resumes in it")
     p.add_argument("--ray-address", default=None,
@@ -29,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=options.nonneg_int, default=None,
                    help="replace the study's seeds by SEED, SEED+1, ...")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    power.add_flags(p)
     p.set_defaults(func=run)
 
 
@@ -96,6 +97,12 @@ def run(args: argparse.Namespace) -> int:
     from psm_bayes.study.runner import NON_DETERMINISTIC, run_study
     from psm_bayes.study.spec import Study
 
+    if args.power is not None:
+        return power.run(args)
+    if args.spec is None:
+        from psm_bayes.cli.errors import UsageError
+
+        raise UsageError("spec", "expected a study file (.toml or .json), or --power PILOT")
     study = Study.from_file(args.spec)
     if args.seed is not None:
         study = study.with_seed(args.seed)

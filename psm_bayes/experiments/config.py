@@ -4,7 +4,12 @@
 settings flat, the LoRA settings as ``sft`` (:class:`~psm_bayes.experiments.finetune.SFTSettings`)
 and the NUTS settings as ``fit`` (:class:`~psm_bayes.experiments.fits.FitSettings`),
 so each stage gets only what it uses.
-Defaults are sized for about a quarter of an hour on 2 busy CPU cores;
+Defaults are the smallest design that has every condition (4 traits and a
+multi-trait persona, 4 evaluation items per trait, shots up to 8, 3 LoRA seeds
+x 3 checkpoints, both embedded models): the power analysis on a pilot
+(``benchmarks/power_results.md``) found that more evaluation items per trait
+do not buy power at the measured effect sizes, so the run is not enlarged;
+measured wall time in ``benchmarks/README.md``;
 :meth:`ExperimentConfig.quick` is a tiny setting for tests,
 :meth:`ExperimentConfig.small` a notebook-sized one.
 """
@@ -19,8 +24,13 @@ from typing import Any
 from psm_bayes.experiments.finetune import SFTSettings
 from psm_bayes.experiments.fits import NULLS, FitSettings
 
-DEFAULT_TRAITS: tuple[str, ...] = ("honesty", "sycophancy", "power-seeking", "humour", "empathy")
+DEFAULT_TRAITS: tuple[str, ...] = ("honesty", "sycophancy", "power-seeking", "humour")
 """Traits of the default run on the shipped probes (the first is also the default SFT trait)."""
+
+DEFAULT_MULTI_TRAIT: tuple[tuple[str, ...], ...] = (("sycophancy", "power-seeking"),
+                                                    ("machiavellianism", "narcissism", "psychopathy"))
+"""Multi-trait personas used by default wherever all of a group's traits are in the run: a misaligned
+Assistant (the shipped probes) and the dark triad (Anthropic's persona files)."""
 
 DEFAULT_MODELS: tuple[str, ...] = ("gemma3-270m", "smollm2-135m-instruct")
 """Models of the default run (:mod:`psm_bayes.llm.registry`): a base model and a post-trained Assistant."""
@@ -31,7 +41,7 @@ _ROUTED: dict[str, tuple[str, str]] = {
     "lora_rank": ("sft", "rank"), "sft_seeds": ("sft", "seeds"),
     "num_warmup": ("fit", "num_warmup"), "num_samples": ("fit", "num_samples"), "num_chains": ("fit", "num_chains"),
     "target_accept": ("fit", "target_accept"), "refit_unconverged": ("fit", "refit_unconverged"),
-    "logodds_df": ("fit", "logodds_df"),
+    "logodds_df": ("fit", "logodds_df"), "exact_refits": ("fit", "exact_refits"),
     "saved_loglik_draws": ("fit", "saved_loglik_draws"), "saved_predictive_draws": ("fit", "saved_predictive_draws"),
 }
 """Flat setting names (CLI flags, :meth:`ExperimentConfig.build`) -> (group, field) of the nested settings."""
@@ -88,8 +98,9 @@ class ExperimentConfig:
         How a persona conditions the model in the persona table
         (:func:`psm_bayes.experiments.persona_table.persona_contexts`).
     compare_persona_contexts : bool
-        Also score the persona table under the other context forms (cheap)
-        and report the persona separation of each.
+        Also score the persona table under the other context forms (two more
+        table passes per model; off by default) and report the persona
+        separation of each.
     description_index : int
         Which persona description to use.
     prior_pseudo_count : float
@@ -119,6 +130,11 @@ class ExperimentConfig:
         ``lora_rank``, ``sft_seeds``); ``steps`` is set to the last checkpoint.
     fit : FitSettings
         NUTS settings (flat names ``num_warmup``, ``num_samples``, ...).
+    multi_trait_personas : tuple of tuple of str, optional
+        Groups of traits, each adding one persona per pole whose examples
+        span all its traits (:func:`psm_bayes.experiments.persona_table.with_multi_trait`).
+        ``None``: the groups of :data:`DEFAULT_MULTI_TRAIT` whose traits are
+        all in the run; ``()``: none.
     """
 
     traits: tuple[str, ...] | None = None
@@ -126,17 +142,17 @@ class ExperimentConfig:
     screen_traits: int = 5
     screen_items: int = 8
     screen_threshold: float = 0.1
-    probes_per_trait: int = 8
+    probes_per_trait: int = 4
     prior_items: int = 4
     max_shots: int = 8
     orderings: int = 1
     sft_trait: str | None = None
     sft_examples: int = 12
-    sft_checkpoints: tuple[int, ...] = (2, 4, 8)
+    sft_checkpoints: tuple[int, ...] = (2, 4, 6)
     persona_examples: int = 8
     seed: int = 0
     persona_context: str = "fewshot"
-    compare_persona_contexts: bool = True
+    compare_persona_contexts: bool = False
     description_index: int = 0
     prior_pseudo_count: float = 1.0
     models: tuple[str, ...] = DEFAULT_MODELS
@@ -146,8 +162,9 @@ class ExperimentConfig:
     batch_size: int = 16
     criteria_se: float = 2.0
     null_models: tuple[str, ...] = NULLS
-    sft: SFTSettings = SFTSettings(steps=8, seeds=(0, 1, 2))
-    fit: FitSettings = FitSettings(num_warmup=500, num_samples=500)
+    sft: SFTSettings = SFTSettings(steps=6, seeds=(0, 1, 2))
+    fit: FitSettings = FitSettings(num_warmup=300, num_samples=300)
+    multi_trait_personas: tuple[tuple[str, ...], ...] | None = None
 
     def __post_init__(self) -> None:
         from psm_bayes.experiments.persona_table import PERSONA_CONTEXTS
@@ -161,6 +178,15 @@ class ExperimentConfig:
             if self.sft_trait is not None and self.sft_trait not in self.traits:
                 raise ValueError(f"sft_trait: {self.sft_trait!r} is not one of traits {self.traits}")
         object.__setattr__(self, "models", tuple(self.models))
+        if self.multi_trait_personas is not None:
+            groups = tuple(tuple(str(t) for t in g) for g in self.multi_trait_personas)
+            for g in groups:
+                if len(g) < 2 or len(set(g)) < len(g):
+                    raise ValueError(f"multi_trait_personas: expected groups of >= 2 distinct traits, got {list(g)}")
+                if self.traits is not None and not set(g) <= set(self.traits):
+                    raise ValueError(f"multi_trait_personas: {sorted(set(g) - set(self.traits))} are not among the "
+                                     f"traits {list(self.traits)}")
+            object.__setattr__(self, "multi_trait_personas", groups)
         object.__setattr__(self, "null_models", tuple(self.null_models))
         unknown = sorted(set(self.null_models) - set(NULLS))
         if unknown:
@@ -193,6 +219,15 @@ class ExperimentConfig:
         if self.persona_examples < 2 or self.persona_examples % 2:
             raise ValueError(f"persona_examples: expected an even number >= 2 (label balance), "
                              f"got {self.persona_examples}")
+
+    def multi_trait_groups(self, traits: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
+        """The multi-trait persona groups of a run on ``traits`` (explicit, else the applicable defaults)."""
+        if self.multi_trait_personas is not None:
+            missing = sorted({t for g in self.multi_trait_personas for t in g} - set(traits))
+            if missing:
+                raise ValueError(f"multi_trait_personas: {missing} are not among the traits {list(traits)}")
+            return self.multi_trait_personas
+        return tuple(g for g in DEFAULT_MULTI_TRAIT if set(g) <= set(traits))
 
     def trained_trait(self, traits: tuple[str, ...] | None = None) -> str:
         """The SFT trait: ``sft_trait``, else the first of ``traits`` (default the configured traits)."""
@@ -264,6 +299,8 @@ class ExperimentConfig:
         d["models"] = list(self.models)
         d["sft_checkpoints"] = list(self.sft_checkpoints)
         d["null_models"] = list(self.null_models)
+        d["multi_trait_personas"] = (None if self.multi_trait_personas is None
+                                     else [list(g) for g in self.multi_trait_personas])
         d["sft_steps"] = self.sft.steps
         for flat, (group, name) in _ROUTED.items():
             v = getattr(getattr(self, group), name)

@@ -78,15 +78,28 @@ def _icl_contrast(s: dict) -> tuple[bool | None, str]:
     return bool(c["mean"] > k * c["se"]), f"mean {c['mean']:+.3f} nats, se {c['se']:.3f}, {c['n_items']} items"
 
 
+def psm_beats_nulls(compare: dict, k: float) -> bool | None:
+    """The comparison criterion: PSM's grouped-CV elpd exceeds every null's by more than ``k`` paired se.
+
+    ``compare`` is :func:`psm_bayes.experiments.fits.grouped_compare`'s output; None when no null was fitted.
+    The run's verdict and the power analysis (:mod:`psm_bayes.experiments.power`) both decide with it.
+    """
+    rows = compare["rows"]
+    nulls = [n for n in rows if n != "persona_selection"]
+    if not nulls:
+        return None
+    return all(rows[n]["psm_minus"] > k * rows[n]["psm_minus_se"] for n in nulls)
+
+
 def _beats(which: str):
     def verdict(s: dict) -> tuple[bool | None, str]:
         rows = s[which]["compare"]["rows"]
-        k = s["criteria_se"]
-        nulls = [n for n in rows if n != "persona_selection"]
-        if not nulls:
+        passed = psm_beats_nulls(s[which]["compare"], s["criteria_se"])
+        if passed is None:
             return None, "no nulls fitted"
-        parts = [f"{n}: {rows[n]['psm_minus']:+.1f} (se {rows[n]['psm_minus_se']:.1f})" for n in nulls]
-        return all(rows[n]["psm_minus"] > k * rows[n]["psm_minus_se"] for n in nulls), "; ".join(parts)
+        parts = [f"{n}: {rows[n]['psm_minus']:+.1f} (se {rows[n]['psm_minus_se']:.1f})"
+                 for n in rows if n != "persona_selection"]
+        return passed, "; ".join(parts)
     return verdict
 
 

@@ -6,13 +6,15 @@ Every model of the persona-selection family (catalogue names
 :class:`~psm_bayes.models.selection.SelectionData` (:mod:`psm_bayes.experiments.evidence`).
 
 Comparison (:func:`grouped_compare`): leave-one-item-out cross-validation.
-The pointwise log-likelihood of every measurement of an evaluation item (all
-its conditions: shot counts, poles, seeds, checkpoints) is summed into one
-term per item, and PSIS-LOO runs on those item terms -- an item is held out
+The log-likelihood of every measurement of an evaluation item (all its
+conditions: shot counts, poles, seeds, checkpoints) forms one term per item,
+with the item's random effect integrated out (a held-out item's effect is a
+new draw; :mod:`psm_bayes.experiments.refits`), and PSIS-LOO runs on those item terms -- an item is held out
 with all its conditions, so the nested shot prefixes and repeated conditions
 of an item never sit on both sides.  Items whose Pareto ``k`` exceeds 0.7 are
-counted (``pareto_k_bad``) and named: PSIS is unreliable for them (no exact
-refits are made here).
+counted (``pareto_k_bad``): PSIS is unreliable for them, so (with
+``FitSettings.exact_refits``) the model is refitted without the item and its
+held-out density computed exactly (:mod:`psm_bayes.experiments.refits`).
 
 :func:`prior_data_conflict` names every scalar parameter whose posterior
 median lies outside the central 99% of its prior.
@@ -30,8 +32,10 @@ from psm_bayes.experiments.stagelog import StageLog
 PSM = "persona_selection"
 NULLS: tuple[str, ...] = ("response_bias", "trait_indicator", "similarity", "permuted_personas")
 PARETO_K_BAD = 0.7
-CV_METHOD = ("leave-one-item-out PSIS-LOO: log-likelihood summed over all conditions of an evaluation item; "
-             f"Pareto k > {PARETO_K_BAD} items counted in pareto_k_bad (PSIS unreliable there; no exact refits)")
+CV_METHOD = ("leave-one-item-out cross-validation: log-likelihood of all conditions of an evaluation item with "
+             "the item's random effect integrated out (adaptive Gauss-Hermite); PSIS-LOO, with an exact refit "
+             f"without the item wherever Pareto k > {PARETO_K_BAD} (pareto_k_bad counts those items, "
+             "exact_refits the refits made)")
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,7 @@ class FitSettings:
     target_accept : float
     refit_unconverged : bool
         Refit once (2x warm-up and draws, ``target_accept`` 0.95) when max
-        R-hat >= 1.01 or min bulk ESS < 400.
+        R-hat >= 1.01 or min bulk ESS < 100 per chain.
     saved_loglik_draws, saved_predictive_draws : int
         Draws (all chains together) kept in the saved ``fits/*.nc`` for the
         pointwise log-likelihood and the posterior predictive
@@ -52,6 +56,9 @@ class FitSettings:
         numbers use every draw.
     logodds_df : float, optional
         Student-t degrees of freedom of the observed log-odds (``None``: Normal).
+    exact_refits : bool
+        Refit without each item whose Pareto ``k`` exceeds 0.7 in the
+        grouped cross-validation (:mod:`psm_bayes.experiments.refits`).
     """
 
     num_warmup: int = 1000
@@ -62,6 +69,7 @@ class FitSettings:
     saved_loglik_draws: int = 500
     saved_predictive_draws: int = 100
     logodds_df: float | None = 5.0
+    exact_refits: bool = True
 
     def __post_init__(self) -> None:
         for name in ("num_samples", "num_chains"):
@@ -95,7 +103,7 @@ def fit_with_refit(model: Any, data: Any, settings: FitSettings, seed: int, **kw
     dt = fit_nuts(model, data, seed=seed, **settings.nuts, **kw)
     if settings.refit_unconverged:
         d = fit_diagnostics(dt)
-        if d["max_rhat"] >= 1.01 or d["min_ess_bulk"] < 400:
+        if d["max_rhat"] >= 1.01 or d["min_ess_bulk"] < 100 * settings.num_chains:
             first = {k: d[k] for k in ("max_rhat", "min_ess_bulk", "divergences")}
             dt = fit_nuts(model, data, seed=seed + 1000, num_warmup=2 * settings.num_warmup,
                           num_samples=2 * settings.num_samples, num_chains=settings.num_chains,
@@ -124,8 +132,8 @@ def posterior_summary(dt: Any, name: str, prob: float = 0.9) -> dict:
     return {"mean": float(x.mean()), "sd": float(x.std()), "lo": float(lo), "hi": float(hi), "prob": prob}
 
 
-def grouped_loo(dt: Any, groups: np.ndarray) -> dict:
-    """PSIS-LOO of the ``logodds`` log-likelihood summed within ``groups`` (one term per group).
+def grouped_loo(dt: Any, groups: np.ndarray, loglik: np.ndarray | None = None) -> dict:
+    """PSIS-LOO with one term per group: ``loglik`` (chain, draw, group), else ``logodds`` summed within ``groups``.
 
     Returns
     -------
@@ -135,10 +143,15 @@ def grouped_loo(dt: Any, groups: np.ndarray) -> dict:
     """
     import arviz as az
 
-    ll = np.asarray(dt["log_likelihood"]["logodds"].values)            # (chain, draw, measurement)
     uniq, inv = np.unique(groups, return_inverse=True)
-    summed = np.zeros(ll.shape[:2] + (uniq.size,))
-    np.add.at(summed, (slice(None), slice(None), inv), ll)
+    if loglik is None:
+        ll = np.asarray(dt["log_likelihood"]["logodds"].values)            # (chain, draw, measurement)
+        summed = np.zeros(ll.shape[:2] + (uniq.size,))
+        np.add.at(summed, (slice(None), slice(None), inv), ll)
+    else:
+        summed = np.asarray(loglik, dtype=float)
+        if summed.shape[-1] != uniq.size:
+            raise ValueError(f"loglik: expected {uniq.size} groups on the last axis, got shape {summed.shape}")
     post = {"logodds_sd": np.asarray(dt["posterior"]["logodds_sd"].values)}
     res = az.loo(az.from_dict({"posterior": post, "log_likelihood": {"logodds": summed}},
                               dims={"logodds": ["group"]}), pointwise=True)
@@ -148,13 +161,26 @@ def grouped_loo(dt: Any, groups: np.ndarray) -> dict:
             "pareto_k_bad": int((k > PARETO_K_BAD).sum()), "groups": uniq}
 
 
-def grouped_compare(fits: dict, groups: np.ndarray) -> dict:
+def grouped_compare(fits: dict, groups: np.ndarray, refit: Any = None, loglik: dict | None = None) -> dict:
     """``{"method", "rows": {model: {elpd, se, elpd_diff, dse, psm_minus, psm_minus_se, pareto_k_bad}}}``.
 
     ``elpd_diff`` / ``dse``: behind the best model (paired over items); ``psm_minus`` / ``psm_minus_se``:
-    the PSM's elpd minus this model's (positive: PSM predicts held-out items better).
+    the PSM's elpd minus this model's (positive: PSM predicts held-out items better).  ``refit(model,
+    group)``, when given, returns the exact held-out elpd of a group whose Pareto k exceeds 0.7; it
+    replaces the PSIS value (``exact_refits`` counts them per model).  ``loglik`` maps a model to its
+    per-group log-likelihood (chain, draw, group), e.g. with the item effect integrated out
+    (:func:`psm_bayes.experiments.refits.fit_item_loglik`); default: the pointwise values summed.
     """
-    loo = {n: grouped_loo(dt, groups) for n, dt in fits.items()}
+    loglik = loglik or {}
+    loo = {n: grouped_loo(dt, groups, loglik.get(n)) for n, dt in fits.items()}
+    for n, r in loo.items():
+        bad = np.flatnonzero(r["pareto_k"] > PARETO_K_BAD) if refit is not None else []
+        for j in bad:
+            r["elpd_i"][j] = refit(n, r["groups"][j])
+        r["exact_refits"] = len(bad)
+        if len(bad):
+            r["elpd"] = float(r["elpd_i"].sum())
+            r["se"] = float(np.sqrt(len(r["elpd_i"])) * r["elpd_i"].std())
     best = max(loo, key=lambda n: loo[n]["elpd"])
     n_groups = len(loo[best]["elpd_i"])
     rows = {}
@@ -162,6 +188,7 @@ def grouped_compare(fits: dict, groups: np.ndarray) -> dict:
         d_best = loo[best]["elpd_i"] - r["elpd_i"]
         row = {"elpd": r["elpd"], "se": r["se"], "elpd_diff": float(d_best.sum()),
                "dse": float(np.sqrt(n_groups) * d_best.std()), "pareto_k_bad": r["pareto_k_bad"],
+               "exact_refits": r["exact_refits"],
                "max_pareto_k": float(r["pareto_k"].max())}
         if PSM in loo:
             d = loo[PSM]["elpd_i"] - r["elpd_i"]
@@ -258,5 +285,18 @@ def fit_models(datasets: Any, settings: FitSettings, models: tuple[str, ...], se
                                                  priors=priors)
             log.done(f"{prefix}NUTS {name}/{m}")
         if name != "joint":
-            compare[name] = grouped_compare({m: fits[f"{name}/{m}"] for m in names}, data.measurement_item)
+            from psm_bayes.experiments.refits import fit_item_loglik
+
+            refit = None
+            if settings.exact_refits:
+                from psm_bayes.experiments.refits import exact_refit
+
+                def refit(m: str, item: int, data=data, d=d, tag=name) -> float:
+                    log.stage(f"{prefix}exact refit {tag}/{m} without item {item}")
+                    out = exact_refit(m, data, int(item), settings, seed + 100 * d + 50 + int(item))
+                    log.done(f"{prefix}exact refit {tag}/{m} without item {item}")
+                    return out
+            ll = {m: fit_item_loglik(fits[f"{name}/{m}"], data, priors) for m in names}
+            compare[name] = grouped_compare({m: fits[f"{name}/{m}"] for m in names}, data.measurement_item, refit,
+                                            ll)
     return FitStage(fits, compare, tuple(models))

@@ -34,6 +34,43 @@ from psm_bayes.experiments.pretraining_prior import EMResult, prior_from_table
 PERSONA_CONTEXTS: tuple[str, ...] = ("description", "fewshot", "both")
 """Persona context forms: the description preamble, ``k`` in-context answers by the persona, or both."""
 
+GROUP_SEP = "&"
+"""Joins the traits of a multi-trait persona (``sycophancy&power-seeking+``)."""
+
+
+def with_multi_trait(spec: Any, groups: Sequence[Sequence[str]]) -> Any:
+    """``spec`` plus one persona per pole for each group of traits (a multi-trait persona).
+
+    Persona ``g+`` of group ``g = (a, b, ...)`` answers the examples of every
+    member trait with the matching answer, ``g-`` with the other answer
+    (:func:`persona_contexts`); its trait is ``"a&b&..."``. Such personas give
+    the persona set cross-trait structure: evidence on one member trait moves
+    the posterior towards a persona that also shifts the others.
+    """
+    from psm_bayes.probes import PersonaSpec
+
+    if not groups:
+        return spec
+    traits = list(dict.fromkeys(str(t) for t in spec.trait))
+    p = spec.personas
+    ids, names, descs = list(p.ids), list(p.names), list(p.descriptions)
+    trait, pole = list(spec.trait), list(spec.pole)
+    for g in groups:
+        g = tuple(str(t) for t in g)
+        bad = [t for t in g if t not in traits]
+        if len(g) < 2 or bad or len(set(g)) < len(g):
+            raise DataError(f"multi_trait_personas: expected >= 2 distinct known traits per group, got {list(g)}"
+                            + (f" (unknown {bad}; known {traits})" if bad else ""))
+        for sign in "+-":
+            members = [i for i, (t, q) in enumerate(zip(spec.trait, spec.pole)) if t in g and q == sign]
+            ids.append(GROUP_SEP.join(g) + sign)
+            names.append(" and ".join(p.names[i] for i in members))
+            descs.append(" ".join(p.descriptions[i] for i in members) if all(p.descriptions[i].strip()
+                                                                            for i in members) else "")
+            trait.append(GROUP_SEP.join(g))
+            pole.append(sign)
+    return PersonaSpec(PersonaSet(ids, names, descs), np.array(trait, dtype=object), np.array(pole, dtype=object))
+
 
 def persona_contexts(fmt: Any, spec: Any, personas: PersonaSet, probes: Any, examples: np.ndarray,
                      mode: str = "fewshot") -> list[str]:
@@ -80,7 +117,7 @@ def persona_contexts(fmt: Any, spec: Any, personas: PersonaSet, probes: Any, exa
             ctx += fmt.description_context(desc)
         if mode in ("fewshot", "both"):
             trait, pole = str(spec.trait[row[pid]]), str(spec.pole[row[pid]])
-            ex = examples[probes.trait[examples] == trait]
+            ex = examples[np.isin(probes.trait[examples], trait.split(GROUP_SEP))]
             if ex.size == 0:
                 raise DataError(f"persona_examples: no examples of {trait!r} for persona {pid!r}")
             match = probes.matching_option[ex]
@@ -224,8 +261,8 @@ def normalised_table(table: Any) -> Any:
 
 
 def select_personas(spec: Any, traits: Sequence[str]) -> PersonaSet:
-    """The personas (both poles) of ``traits`` from a :class:`~psm_bayes.probes.PersonaSpec`."""
-    keep = [i for i, t in enumerate(spec.trait.tolist()) if t in set(traits)]
+    """The personas (both poles) of ``traits``, and multi-trait personas of them, from a :class:`~psm_bayes.probes.PersonaSpec`."""
+    keep = [i for i, t in enumerate(spec.trait.tolist()) if set(str(t).split(GROUP_SEP)) <= set(traits)]
     missing = sorted(set(traits) - set(spec.trait.tolist()))
     if missing:
         raise DataError(f"traits: no personas for {missing}")

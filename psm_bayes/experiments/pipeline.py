@@ -130,7 +130,7 @@ def run_experiment(config: ExperimentConfig | None = None, out_dir: str | os.Pat
     -------
     ExperimentResult
     """
-    from psm_bayes.experiments import criteria, report, screening, summary
+    from psm_bayes.experiments import criteria, persona_table, report, screening, summary
     from psm_bayes.experiments.design import make_design
     from psm_bayes.experiments.outputs import write_json, write_text
     from psm_bayes.llm import load_model
@@ -158,9 +158,11 @@ def run_experiment(config: ExperimentConfig | None = None, out_dir: str | os.Pat
         loaded[first] = model                      # reused by the first model's stages
         log.done(f"screening {len(source.probes.traits)} traits")
     design = make_design(cfg, probes, traits)
+    groups = cfg.multi_trait_groups(traits)
+    spec = persona_table.with_multi_trait(source.spec, groups)
     runs, blocks = {}, {}
     for name in cfg.models:
-        runs[name] = run_model(name, cfg, design, source.spec, out / "cache" / _safe(name), log, progress=progress,
+        runs[name] = run_model(name, cfg, design, spec, out / "cache" / _safe(name), log, progress=progress,
                                loaded=loaded.pop(name, None), loaded_fp32=loaded_fp32.pop(name, None))
         log.stage(f"[{name}] summary")
         r = runs[name]
@@ -172,6 +174,7 @@ def run_experiment(config: ExperimentConfig | None = None, out_dir: str | os.Pat
     primary = blocks[cfg.models[0]]
     results: dict[str, Any] = {
         "config": cfg.to_dict(), "traits": list(traits), "probe_source": source.name,
+        "multi_trait_personas": [list(g) for g in groups],
         "screening": None if screened is None else {
             "threshold": screened.threshold, "rule": "separation > threshold and > 2 se; largest kept",
             "table": {t: {k: (bool(v) if isinstance(v, (bool,)) else v) for k, v in row.items()}

@@ -24,6 +24,7 @@ import pandas as pd
 
 from psm_bayes.experiments.criteria import criteria_markdown, stated_criteria
 from psm_bayes.experiments.outputs import save_fit, write_csv, write_text
+from psm_bayes.io import save_data
 from psm_bayes.experiments.plots import plot_contrasts, plot_cross, plot_losses
 
 
@@ -61,6 +62,8 @@ def write_files(res: Any) -> None:
         write_csv(data / "sft_measurements.csv", run.sft.measurements)
         write_csv(data / "sft_trained_items.csv", run.sft.trained_measurements)
         write_csv(data / "persona_table.csv", run.personas.table["loglik"].to_dataframe().reset_index())
+        for key in ("icl", "sft", "joint"):  # the models' data: a pilot for `psm-bayes study --power`
+            save_data(getattr(run.datasets, key), data / f"{key}.nc", overwrite=True)
 
 
 def write_plots(res: Any) -> None:
@@ -102,7 +105,7 @@ def _compare_md(cmp: dict) -> str:
     df = pd.DataFrame(cmp["rows"]).T
     df.index.name = "model"
     cols = [c for c in ("elpd", "se", "elpd_diff", "dse", "psm_minus", "psm_minus_se", "pareto_k_bad",
-                        "max_pareto_k") if c in df.columns]
+                        "exact_refits", "max_pareto_k") if c in df.columns]
     return md_table(df[cols].astype(float), floatfmt=".2f") + f"\n\nMethod: {cmp['method']} ({cmp['n_groups']} items)."
 
 
@@ -164,12 +167,16 @@ def _model_section(name: str, b: dict) -> str:
              + "\n\nRMSE: " + ", ".join(f"`{m}` {v:.3f}" for m, v in cp["rmse"].items()))
     conflicts = b["prior_data_conflict"]
     conf_md = md_table(_df(conflicts), floatfmt=".3g", index=False) if conflicts else "None."
+    prior_md = _outside_md(b["icl"].get("prior_predictive_check", {}))
+    psense_md = "\n\n".join(f"`{fit}`:\n\n" + md_table(_df(rows), floatfmt=".3f", index=False)
+                             for fit, rows in b.get("power_scaling", {}).items() if rows) or "(not computed)"
     post = "\n".join(f"- `{fit}`: " + "; ".join(f"{k} = {v['mean']:.3g} (90% [{v['lo']:.3g}, {v['hi']:.3g}])"
                                                  for k, v in p.items()) for fit, p in b["posteriors"].items())
     cpred = "; ".join(f"`{m}` r = {v['r']:.2f}" + ("" if v["lo"] is None else f" [{v['lo']:.2f}, {v['hi']:.2f}]")
                       for m, v in b["icl"]["contrast_prediction"].items())
     diag = pd.DataFrame(b["diagnostics"]).T
-    dcols = [c for c in ("max_rhat", "min_ess_bulk", "divergences", "pareto_k_bad", "ok", "refit") if c in diag]
+    dcols = [c for c in ("max_rhat", "min_ess_bulk", "divergences", "pareto_k_bad", "exact_refits", "ok", "refit")
+             if c in diag]
     return f"""## Model `{name}`
 
 Prompt format: {b['model']['prompt_format']}. Model key `{b['model']['model_key']}`.
@@ -196,6 +203,11 @@ Posterior predictive check (mean log-odds by shots, pole and matching option; 90
 
 {ppc_md}
 
+Prior predictive check (the same groups, data simulated from each model's priors on this design; an
+observed mean outside the 90% interval means the priors did not anticipate the data):
+
+{prior_md}
+
 ### SFT: dose-response of the contrast (+ minus - fine-tune; evaluation items only, trained items apart)
 
 {md_table(_df(b['sft']['contrast']), floatfmt='+.3f', index=False)}
@@ -218,10 +230,26 @@ Trained statements (never in a comparison), shift after - before per pole:
 
 {conf_md}
 
+Power-scaling sensitivity (arviz_stats `psense_summary`; > 0.05 flags a parameter whose posterior moves
+when the prior or the likelihood is raised to a power near 1):
+
+{psense_md}
+
 ### Diagnostics
 
 {md_table(diag[dcols], floatfmt='.3g')}
 """
+
+
+def _outside_md(checks: dict) -> str:
+    """One line per model: groups whose observed mean lies outside the prior predictive 90% interval."""
+    lines = []
+    for m, rows in checks.items():
+        out = [r for r in rows if r["outside_90"]]
+        named = "; ".join(f"n={r.get('n_shots')}, pole {r.get('pole')}, matching {r.get('matching')}: observed "
+                          f"{r['observed']:+.2f} vs [{r['lo']:+.2f}, {r['hi']:+.2f}]" for r in out[:6])
+        lines.append(f"- `{m}`: {len(out)} of {len(rows)} groups outside" + (f" ({named})" if named else ""))
+    return "\n".join(lines) or "(not computed)"
 
 
 def render_report(res: Any) -> str:

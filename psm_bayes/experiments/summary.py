@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from psm_bayes.experiments.checks import power_scaling, prior_predictive_check
 from psm_bayes.experiments.fits import PSM, fit_diagnostics, posterior_summary, prior_data_conflict
 
 
@@ -150,7 +151,9 @@ def model_summary(cfg: Any, loaded_info: dict, design: Any, personas: Any, icl: 
         d = fit_diagnostics(dt)
         which = name.split("/")[0]
         if which in fitted.compare:
-            d["pareto_k_bad"] = fitted.compare[which]["rows"][name.split("/")[1]]["pareto_k_bad"]
+            row = fitted.compare[which]["rows"][name.split("/")[1]]
+            d["pareto_k_bad"] = row["pareto_k_bad"]
+            d["exact_refits"] = row.get("exact_refits", 0)
         diagnostics[name] = d
     trained = sft.trained_measurements.assign(shift=lambda t: t["logodds"] - t["before"])
     betas = {name: {b: posterior_summary(f[name], b) for b in ("beta_icl", "beta_sft") if b in f[name]["posterior"]}
@@ -173,13 +176,18 @@ def model_summary(cfg: Any, loaded_info: dict, design: Any, personas: Any, icl: 
                 "contrast_at_max_shots": mean_se(at_max) | {"n_shots": int(n_max)},
                 "compare": fitted.compare["icl"], "contrast_prediction": contrast_pred,
                 "predictive_check": {m: predictive_check(f[f"icl/{m}"], icl_rows, ["n_shots", "pole", "matching"])
-                                     for m in fitted.models}},
+                                     for m in fitted.models},
+                "prior_predictive_check": {m: prior_predictive_check(m, datasets.icl, icl_rows,
+                                                                     ["n_shots", "pole", "matching"], priors,
+                                                                     seed=cfg.seed)
+                                           for m in fitted.models}},
         "sft": {"contrast": contrast_table(sc, ["step", "same_trait"]),
                 "dose_response": contrast_table(sc[sc["same_trait"]], ["step"]),
                 "trained_items_shift": contrast_table(trained.assign(contrast=trained["shift"]), ["pole", "step"]),
                 "compare": fitted.compare["sft"], "losses": sft.losses},
         "posteriors": betas,
         "prior_data_conflict": prior_data_conflict(f, priors),
+        "power_scaling": {name: power_scaling(f[name], priors) for name in f if name.endswith(PSM)},
         "cross_prediction": cross_prediction(f, datasets, priors, cfg.seed),
         "diagnostics": diagnostics,
     }

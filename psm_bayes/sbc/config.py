@@ -14,11 +14,26 @@ batch, so very large batches waste work (measured: 50 per call ran 200 replicate
 
 _SELECTION_SIZES = {"n_personas": 3, "n_traits": 2, "n_eval": 4, "n_shot_items": 4, "shots": (1, 4),
                     "sft_episodes": 5, "n_episodes": 20, "observation": "episodes"}
+_ICL_LAW_SIZES = {"n_personas": 4, "n_items": 40, "n_curves": 16, "n_values": (0, 1, 2, 4, 8)}
 SBC_SIZES: Mapping[str, Mapping[str, Any]] = {
     # 200 replicates: posterior sd / prior sd at most 0.32 (beta_sft) with 5 SFT episodes per condition (a
     # 30-replicate probe with 4 gave 0.48). The nulls and the permuted-persona model see the same design.
     **{name: _SELECTION_SIZES for name in ("persona_selection", "permuted_personas", "response_bias",
                                            "trait_indicator", "similarity")},
+    # 30-replicate probes of the contraction (log scale for positive parameters) at these sizes vs the
+    # catalogue's quick sizes: persona_mixture 0.31 (w) vs 1.10; persona_space 0.47 at 600 episodes
+    # (0.94 at 20); power laws 0.36 (response_bias, identified across curves with Yes and No targets)
+    # vs 0.63 at 4 curves; psm_sft 0.31 with 3 trained items (beta_sft saturates with 12: 0.51 at any
+    # number of items); psm_joint 0.22 vs 0.55.
+    "persona_mixture": {"n_personas": 3, "n_items": 20, "n_options": 2, "n_episodes": 2000},
+    "persona_space": {"n_items": 20, "n_dims": 2, "n_episodes": 800},
+    "power_law": _ICL_LAW_SIZES,
+    "bounded_power_law": _ICL_LAW_SIZES,
+    # K (ICL efficiency) enters only as K log P_c with a free P_c per curve, so it needs many curves:
+    # 0.84 (4 curves), 0.67 (16), 0.56 (32), 0.53 (32 curves, shots up to 64), 0.39 (64 curves)
+    "bayesian_icl_law": {"n_personas": 4, "n_items": 40, "n_curves": 64, "n_values": (0, 1, 2, 4, 8, 16)},
+    "psm_sft": {"n_personas": 4, "n_items": 80, "n_train": 3},
+    "psm_joint": {"n_personas": 4, "n_items": 60, "n_curves": 8, "n_train": 3},
 }
 """Data sizes (simulator keyword arguments) of the documented SBC run of each catalogued model.
 

@@ -33,7 +33,7 @@ from psm_bayes.models.base import spec_of
 from psm_bayes.sbc.config import METHODS, VMAP_CHUNK, SBCConfig, default_method
 from psm_bayes.sbc.kernels import FitKernel, NUTSKernel
 from psm_bayes.sbc.prior import draw_prior, latent_shapes
-from psm_bayes.sbc.ranks import flat_names, flatten, ranks_of
+from psm_bayes.sbc.ranks import contraction_scale, flat_names, flatten, ranks_of
 from psm_bayes.sbc.result import SBCResult
 
 _COMPILED: dict[str, Callable] = {}
@@ -204,6 +204,8 @@ def build_result(name: str, truth: Mapping[str, np.ndarray], samples: Mapping[st
     ess = np.asarray(az.ess(np.moveaxis(draws, 0, 2), method="bulk"))  # (chain, draw, R, P) -> (R, P)
     div = np.nan_to_num(np.asarray(stats.get("divergences", np.zeros((R, 1))), dtype=float)).sum(-1).astype(int)
     acc = np.asarray(stats.get("accept_prob", np.full((R, 1), np.nan)), dtype=float).mean(-1)
+    log_scale, sd_scale = contraction_scale(th, flat)
     return SBCResult(model=name, params=flat_names(shapes), ranks=ranks_of(th, flat), truth=th,
                      post_mean=flat.mean(1), post_sd=flat.std(1, ddof=1), ess_bulk=ess, divergences=div,
-                     accept_prob=acc, config=config, method=method, wall_time=wall, seed=seed, meta=meta)
+                     accept_prob=acc, config=config, method=method, wall_time=wall, seed=seed, meta=meta,
+                     log_scale=log_scale, post_sd_scale=sd_scale)

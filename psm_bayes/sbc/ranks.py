@@ -104,12 +104,46 @@ def ecdf_test(pit: np.ndarray, alpha: float = 0.01) -> dict[str, np.ndarray]:
     return {"reject": reject, "excess": excess, "band_prob": prob}
 
 
-def contraction(truth: np.ndarray, post_sd: np.ndarray) -> np.ndarray:
+def contraction(truth: np.ndarray, post_sd: np.ndarray, log_scale: np.ndarray | None = None) -> np.ndarray:
     """Posterior sd / prior sd per parameter: mean posterior sd over replicates / sd of the true values.
 
     The true values are prior draws, so their sd estimates the prior sd.
     0 means the data pin the parameter down; 1 means the posterior is the
-    prior. Returns an array (param,).
+    prior. Where ``log_scale`` is True (a positive parameter) both sds are
+    taken on the log scale: ``post_sd`` must then be the posterior sd of the
+    log draws (:func:`contraction_scale`). Returns an array (param,).
     """
-    prior_sd = np.std(np.asarray(truth, dtype=float), axis=0, ddof=1)
+    truth = np.asarray(truth, dtype=float)
+    if log_scale is not None:
+        truth = np.where(log_scale, np.log(np.where(log_scale, truth, 1.0)), truth)
+    prior_sd = np.std(truth, axis=0, ddof=1)
     return np.mean(np.asarray(post_sd, dtype=float), axis=0) / np.where(prior_sd > 0, prior_sd, np.nan)
+
+
+def contraction_scale(truth: np.ndarray, draws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The scale on which contraction is measured, and the posterior sd there.
+
+    A parameter whose true values (prior draws) and posterior draws are all
+    positive and not all below 1 (LogNormal, HalfNormal, Gamma priors; not
+    simplex weights or probabilities, whose sd is bounded) is measured on the
+    log scale, where its prior is close to normal: on the natural scale
+    the sd of a few hundred LogNormal draws is dominated by the largest ones,
+    and a posterior that pins down ``log beta`` to a tenth of its prior sd can
+    still report "contraction" above 1. Ranks (and so calibration) do not
+    depend on this choice.
+
+    Parameters
+    ----------
+    truth : array (replicate, param)
+    draws : array (replicate, draw, param)
+
+    Returns
+    -------
+    log_scale : bool array (param,)
+    post_sd : array (replicate, param)
+        Posterior sd on that scale.
+    """
+    truth, draws = np.asarray(truth, dtype=float), np.asarray(draws, dtype=float)
+    log_scale = (truth > 0).all(0) & (draws > 0).all((0, 1)) & ((truth > 1).any(0) | (draws > 1).any((0, 1)))
+    u = np.where(log_scale, np.log(np.where(log_scale, draws, 1.0)), draws)
+    return log_scale, u.std(1, ddof=1)

@@ -34,6 +34,11 @@ class SBCResult:
     seed : int
     meta : dict
         Free-form run facts (backend, chunk size, data sizes...).
+    log_scale : bool array (param,), optional
+        Parameters whose contraction is measured on the log scale
+        (:func:`psm_bayes.sbc.ranks.contraction_scale`); None: all natural.
+    post_sd_scale : array (replicate, param), optional
+        Posterior sd on the contraction scale (default ``post_sd``).
     """
 
     model: str
@@ -50,6 +55,8 @@ class SBCResult:
     wall_time: float
     seed: int = 0
     meta: dict = field(default_factory=dict)
+    log_scale: np.ndarray | None = None
+    post_sd_scale: np.ndarray | None = None
 
     @property
     def num_draws(self) -> int:
@@ -62,8 +69,10 @@ class SBCResult:
 
     @property
     def contraction(self) -> np.ndarray:
-        """Posterior sd / prior sd per parameter (see :func:`psm_bayes.sbc.ranks.contraction`)."""
-        return contraction(self.truth, self.post_sd)
+        """Posterior sd / prior sd per parameter, positive ones on the log scale (:func:`~psm_bayes.sbc.ranks.contraction`)."""
+        if self.log_scale is None or self.post_sd_scale is None:
+            return contraction(self.truth, self.post_sd)
+        return contraction(self.truth, self.post_sd_scale, self.log_scale)
 
     def pit(self) -> np.ndarray:
         """PIT values of the ranks, (replicate, param) (:func:`psm_bayes.sbc.ranks.rank_pit`, seed 0)."""
@@ -100,6 +109,8 @@ class SBCResult:
             "replicate": np.repeat(np.arange(R), P), "param": np.tile(self.params, R),
             "rank": self.ranks.ravel(), "truth": self.truth.ravel(), "post_mean": self.post_mean.ravel(),
             "post_sd": self.post_sd.ravel(), "ess_bulk": self.ess_bulk.ravel(),
+            "post_sd_scale": (self.post_sd if self.post_sd_scale is None else self.post_sd_scale).ravel(),
+            "log_scale": np.tile(np.zeros(P, bool) if self.log_scale is None else self.log_scale, R),
             "divergences": np.repeat(self.divergences, P), "accept_prob": np.repeat(self.accept_prob, P)})
 
     def summary(self, alpha: float = 0.01) -> dict:
@@ -111,6 +122,8 @@ class SBCResult:
                 "excess": {k: float(v) for k, v in cal["excess"].items()},
                 "contraction": {k: float(v) for k, v in cal["contraction"].items()},
                 "max_contraction": float(cal["contraction"].max()),
+                "contraction_log_scale": [p for p, lg in zip(self.params, self.log_scale if self.log_scale is not None
+                                                                  else [False] * len(self.params)) if lg],
                 "divergences": int(self.divergences.sum()), "wall_time_s": self.wall_time, "seed": self.seed,
                 "config": asdict(self.config), "meta": dict(self.meta)}
 

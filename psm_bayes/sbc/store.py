@@ -80,4 +80,6 @@ def load_result(out_dir: str | os.PathLike) -> SBCResult:
                      divergences=col("divergences")[:, 0], accept_prob=col("accept_prob")[:, 0],
                      config=SBCConfig(**summary["config"]), method=summary["method"],
                      wall_time=summary["wall_time_s"], seed=summary["seed"],
-                     meta=summary.get("meta") or {})
+                     meta=summary.get("meta") or {},
+                     log_scale=col("log_scale")[0].astype(bool) if "log_scale" in frame else None,
+                     post_sd_scale=col("post_sd_scale") if "post_sd_scale" in frame else None)

@@ -80,6 +80,8 @@ def table_row(res: SBCResult, alpha: float = 0.01) -> dict[str, Any]:
     """One row of the SBC table."""
     cal = res.calibration(alpha)
     worst = cal["contraction"].idxmax()
+    logs = set(res.params[i] for i in range(len(res.params)) if res.log_scale is not None and res.log_scale[i])
+    worst = f"log {worst}" if worst in logs else worst
     return {"model": res.model, "fault": res.meta.get("fault") or "none", "replicates": res.n_replicates,
             "sizes": ", ".join(f"{k}={v}" for k, v in res.meta.get("sizes", {}).items()),
             "max contraction": f"{cal['contraction'].max():.2f} ({worst})",
