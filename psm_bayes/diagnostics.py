@@ -161,10 +161,10 @@ def loo(dt, pointwise: bool = True, var_name: str | None = None):
 
 
 def compare(fits: Mapping[str, object]) -> pd.DataFrame:
-    """Rank fits of the same observations by PSIS-LOO (``arviz.compare``)."""
+    """Rank fits of the same observations by PSIS-LOO (``arviz.compare`` on :func:`loo` of each fit)."""
     if len(fits) < 2:
         raise ValueError(f"fits: expected at least 2 fits to compare, got {len(fits)}")
-    return _az().compare(dict(fits))
+    return _az().compare({name: loo(dt) for name, dt in fits.items()})
 
 
 def _save(pc, path: str | Path) -> Path:

@@ -147,6 +147,7 @@ def test_nuts_datatree(nuts_ref, reference_sim):
     az.loo(nuts_ref)  # the log_likelihood group is usable for LOO
 
 
+@pytest.mark.slow  # ~50 s (two extra NUTS fits); the SBC loop and fit tests fix seeds in the default run
 def test_nuts_reproducible(small_sim):
     kw = dict(priors=PRIORS, num_warmup=100, num_samples=100, num_chains=2, predictive=False)
     a = fit_nuts(NP, small_sim.data, seed=11, **kw)
@@ -158,6 +159,7 @@ def test_nuts_reproducible(small_sim):
 
 
 # ---------------------------------------------------------------- SVI
+@pytest.mark.slow  # ~50 s of SVI fixtures; SVI reproducibility and shapes stay in the default run
 def test_svi_close_to_nuts(svi_ref, nuts_ref):
     """SVI posterior means within 1 NUTS posterior sd of the NUTS means.
 
@@ -221,6 +223,7 @@ def test_pyro_svi_reproducible(small_sim, guide, torch_one_thread):
 
 
 # ---------------------------------------------------------------- Pyro NUTS
+@pytest.mark.slow  # ~70 s Pyro NUTS; the Pyro/NumPyro log joints agree in float64 in test_models_conformance.py
 def test_pyro_nuts_matches_numpyro(small_fits, small_sim):
     """Pyro NUTS (2 x 200 draws) agrees with a long NumPyro run (2 x 2000) on the same posterior.
 

@@ -465,6 +465,7 @@ def test_sigkill_during_fit_writes_leaves_old_or_new(work, capsys, suffix):
     assert "version" not in io.load_datatree(target).attrs  # the rerun's fit replaced it
 
 
+@pytest.mark.slow  # ~55 s; a killed study resuming is also tested in test_study.py::test_killed_process_resumes
 def test_sigkill_during_a_study_then_rerun(work):
     """SIGKILL a study at random instants; every file is whole, and a rerun finishes with no temp files."""
     (work / "s.toml").write_text(STUDY.replace("seeds = [0]", "seeds = [0, 1, 2]"))

@@ -226,6 +226,7 @@ def test_cli_on_finished_study_computes_nothing(serial_svi, tmp_path, capsys):
 
 
 # ---------------------------------------------------------------- Ray
+@pytest.mark.slow  # ~50 s to start a local Ray; the process-pool path stays in the default run
 def test_ray_local_two_workers_matches_serial(serial_svi, tmp_path):
     pytest.importorskip("ray")
     run = run_study(serial_svi["study"], tmp_path, ray_address="local", workers=2, progress=False)

@@ -93,7 +93,15 @@ def power_scaling(dt: Any, priors: Any, threshold: float = 0.05) -> list[dict]:
     dims = {k: [f"{k}_dim"] for k in names if pdict[k].ndim == 3}
     tree = az.from_dict({"posterior": pdict, "log_prior": {"lp": log_prior(dt, priors)},
                          "log_likelihood": {"logodds": ll}}, dims={**dims, "logodds": ["measurement"]})
-    table = psense_summary(tree, var_names=names, threshold=threshold)
+    import logging
+
+    log = logging.getLogger("arviz_stats.psense")   # its "we detected potential issues" note: the report says it
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        table = psense_summary(tree, var_names=names, threshold=threshold)
+    finally:
+        log.setLevel(level)
     out = []
     for label, row in table.iterrows():
         diag = str(row["diagnosis"])

@@ -150,7 +150,15 @@ def _paragraph(blocks: dict) -> str:
         s += (f". Criteria met: {', '.join(support) or 'none'}; failed: {', '.join(against) or 'none'}. "
               "A failed comparison criterion means the data do not single out persona selection over that null "
               "at this size; it does not show the null is true.")
+        sens = [f"{r['parameter']} ({fit.split('/')[0]})" for fit, rows in b.get("power_scaling", {}).items()
+                for r in rows if r["diagnosis"] != "ok"]
+        if sens:
+            s += (" Power-scaling flags " + ", ".join(sens) + ": their posteriors still depend on the prior (or "
+                  "conflict with it), so their values are not measured by these data alone.")
         parts.append(s)
+    parts.append("How often this comparison can decide right at these effect sizes: `psm-bayes study --power "
+                 "<this folder> --out power/` simulates this design from each fitted model and reruns the comparison "
+                 "(benchmarks/power_results.md).")
     return "\n\n".join(parts)
 
 
