@@ -26,6 +26,25 @@ MAIN = ("beta_icl", "beta_sft", "authorial_bias", "response_bias", "same_trait_s
 """Model-level parameters of the family (those checked for sensitivity)."""
 
 
+def interval_check(draws: np.ndarray, rows: pd.DataFrame, by: list[str], centre: str) -> list[dict]:
+    """Observed mean log-odds per group of ``by`` against the 90% interval of the group mean of ``draws``.
+
+    ``draws`` is (draw, row) over the measurement ``rows`` (in order; columns ``by`` and ``logodds``);
+    each group's record holds ``observed``, ``centre`` (the draws' mean), ``lo``, ``hi``,
+    ``outside_90`` and ``n``.
+    """
+    out = []
+    for key, g in rows.reset_index(drop=True).groupby(by):
+        idx = g.index.to_numpy()
+        means = draws[:, idx].mean(1)
+        lo, hi = np.quantile(means, [0.05, 0.95])
+        obs = float(g["logodds"].mean())
+        out.append(dict(zip(by, key if isinstance(key, tuple) else (key,)))
+                   | {"observed": obs, centre: float(means.mean()), "lo": float(lo), "hi": float(hi),
+                      "outside_90": bool(obs < lo or obs > hi), "n": int(len(idx))})
+    return out
+
+
 def prior_predictive_check(name: str, data: Any, rows: pd.DataFrame, by: list[str], priors: Any, *,
                            draws: int = 200, seed: int = 0) -> list[dict]:
     """Observed mean log-odds per group of ``by`` vs the 90% interval of the prior predictive group mean.
@@ -36,16 +55,7 @@ def prior_predictive_check(name: str, data: Any, rows: pd.DataFrame, by: list[st
 
     design = data.unobserve()
     sims = np.stack([forward(name, design, priors, seed=seed * 100_003 + s)["logodds"] for s in range(draws)])
-    out = []
-    for key, g in rows.reset_index(drop=True).groupby(by):
-        idx = g.index.to_numpy()
-        means = sims[:, idx].mean(1)
-        lo, hi = np.quantile(means, [0.05, 0.95])
-        obs = float(g["logodds"].mean())
-        out.append(dict(zip(by, key if isinstance(key, tuple) else (key,)))
-                   | {"observed": obs, "prior_mean": float(means.mean()), "lo": float(lo), "hi": float(hi),
-                      "outside_90": bool(obs < lo or obs > hi), "n": int(len(idx))})
-    return out
+    return interval_check(sims, rows, by, "prior_mean")
 
 
 def log_prior(dt: Any, priors: Any) -> np.ndarray:

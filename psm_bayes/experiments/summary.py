@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from psm_bayes.experiments.checks import power_scaling, prior_predictive_check
+from psm_bayes.experiments.checks import interval_check, power_scaling, prior_predictive_check
 from psm_bayes.experiments.fits import PSM, fit_diagnostics, posterior_summary, prior_data_conflict
 
 
@@ -78,17 +78,7 @@ def _predicted_contrast(dt: Any, rows: pd.DataFrame, keys: list[str]) -> tuple[n
 def predictive_check(dt: Any, rows: pd.DataFrame, by: list[str]) -> list[dict]:
     """Observed vs posterior-predicted mean log-odds (90% interval of the group mean) per group of ``by``."""
     mean = np.asarray(dt["posterior"]["logodds_mean"].values)
-    mean = mean.reshape(-1, mean.shape[-1])
-    out = []
-    for key, g in rows.reset_index(drop=True).groupby(by):
-        idx = g.index.to_numpy()
-        draws = mean[:, idx].mean(1)
-        lo, hi = np.quantile(draws, [0.05, 0.95])
-        obs = float(g["logodds"].mean())
-        out.append(dict(zip(by, key if isinstance(key, tuple) else (key,)))
-                   | {"observed": obs, "predicted": float(draws.mean()), "lo": float(lo), "hi": float(hi),
-                      "outside_90": bool(obs < lo or obs > hi), "n": int(len(idx))})
-    return out
+    return interval_check(mean.reshape(-1, mean.shape[-1]), rows, by, "predicted")
 
 
 def cross_prediction(fits: dict, datasets: Any, priors: Any, seed: int) -> dict | None:
