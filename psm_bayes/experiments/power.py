@@ -270,12 +270,10 @@ def power_analysis(pilot: Pilot, *, truths: Sequence[str], models: Sequence[str]
             bar.update()
     else:
         import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures import ProcessPoolExecutor, as_completed
 
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
             futs = {pool.submit(_worker, (pilot, c, models, settings, k)): p for c, p in todo}
-            from concurrent.futures import as_completed
-
             for fut in as_completed(futs):
                 done(fut.result(), futs[fut])
                 bar.update()
