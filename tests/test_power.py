@@ -50,6 +50,53 @@ def test_resample_items_keeps_each_items_conditions_and_the_evidence():
                                    data.null_features(name)[:, :, [new.items.index(s) for s in src]])
 
 
+def _toy_fit(data):
+    """A one-chain 'posterior' with fixed effect sizes: beta_icl 3, no response bias, item sd 0.5, noise 0.3."""
+    import xarray as xr
+
+    post = {"beta_icl": np.full((1, 4), 3.0), "response_bias": np.zeros((1, 4, len(data.bias_types))),
+            "item_sd": np.full((1, 4), 0.5), "logodds_sd": np.full((1, 4), 0.3), "item_z": np.zeros((1, 4, 8))}
+    return xr.DataTree.from_dict({"/posterior": xr.Dataset(
+        {k: (("chain", "draw") + tuple(f"{k}_{i}" for i in range(v.ndim - 2)), v) for k, v in post.items()})})
+
+
+def _seeded(data):
+    """The toy design with its 8 non-base conditions named as 2 LoRA seeds x 4 (pole, checkpoint) cells."""
+    names = ["base"] + [f"sft{pole}:s{seed}:k{k}" for seed in (0, 1) for pole in "+-" for k in (2, 4)]
+    return data.replace(conditions=tuple(names))
+
+
+def test_resample_seeds_repeats_each_seeds_conditions():
+    data = _seeded(_pilot_data()[0])
+    assert power.condition_seeds(data) == [0, 1]
+    new = power.resample_seeds(data, 5)
+    assert power.condition_seeds(new) == [0, 1, 2, 3, 4] and new.n_conditions == 1 + 5 * 4
+    assert new.conditions.count("base") == 1
+    for c, name in enumerate(new.conditions):
+        if name == "base":
+            src = 0
+        else:                                     # seed n copies pilot seed n mod 2, same pole and checkpoint
+            head, seed, tail = name.split(":")
+            src = data.conditions.index(f"{head}:s{int(seed[1:]) % 2}:{tail}")
+        np.testing.assert_array_equal(new.icl_evidence[c], data.icl_evidence[src])
+        np.testing.assert_array_equal(new.sft_evidence[c], data.sft_evidence[src])
+        assert new.condition_type[c] == data.condition_type[src]
+        assert sorted(new.measurement_item[new.measurement_condition == c]) == \
+            sorted(data.measurement_item[data.measurement_condition == src])
+    assert new.logodds is None and new.measurement_item.size == data.measurement_item.size * 21 // 9
+    one = power.resample_seeds(data, 1)
+    assert one.conditions == ("base", "sft+:s0:k2", "sft+:s0:k4", "sft-:s0:k2", "sft-:s0:k4")
+    # a repeated seed is a new measurement, not a copy: simulated log-odds of s0 and s2 differ
+    fit = _toy_fit(data)
+    pilot = power.Pilot(data, {"persona_selection": fit})
+    sim = power.simulate_replicate(pilot, "persona_selection", 4, 0, FitSettings().priors(), sft_seeds=3)
+    a = sim.logodds[sim.measurement_condition == sim.conditions.index("sft+:s0:k2")]
+    b = sim.logodds[sim.measurement_condition == sim.conditions.index("sft+:s2:k2")]
+    assert a.shape == b.shape and not np.allclose(a, b)
+    with pytest.raises(ValueError, match="sft_seeds"):
+        power.resample_seeds(_pilot_data()[0], 2)             # ICL conditions: no seeds
+
+
 def test_replicates_follow_the_true_models_effect_sizes():
     """With PSM true, t+ shots raise the matching log-odds over t- shots; with response_bias true they do not.
 
@@ -58,13 +105,8 @@ def test_replicates_follow_the_true_models_effect_sizes():
     with a large beta_icl it is the persona shift. A simulator that ignored ``fixed`` (prior draws of
     beta) or the truth would not separate the two.
     """
-    import xarray as xr
-
     data, _ = _pilot_data()
-    post = {"beta_icl": np.full((1, 4), 3.0), "response_bias": np.zeros((1, 4, len(data.bias_types))),
-            "item_sd": np.full((1, 4), 0.5), "logodds_sd": np.full((1, 4), 0.3), "item_z": np.zeros((1, 4, 8))}
-    fit = xr.DataTree.from_dict({"/posterior": xr.Dataset(
-        {k: (("chain", "draw") + tuple(f"{k}_{i}" for i in range(v.ndim - 2)), v) for k, v in post.items()})})
+    fit = _toy_fit(data)
     pilot = power.Pilot(data, {"persona_selection": fit, "response_bias": fit})
 
     def contrast(truth: str) -> float:
@@ -202,3 +244,14 @@ def test_comparison_picks_the_truth_at_the_rate_the_power_analysis_predicts(tmp_
         assert stats.binomtest(right, 6, min(max(predicted[truth], 0.01), 0.99)).pvalue > 0.01
         # a data-blind rule (always / never claim PSM) is right 0/6 on one of the truths: inconsistent
         assert stats.binomtest(0, 6, min(max(predicted[truth], 0.01), 0.99)).pvalue < 0.01
+
+
+def test_power_cli_refuses_seeds_on_icl_data(tmp_path, capsys):
+    """``--sft-seeds`` is a design axis of the SFT data only: with the ICL data it is an error naming the flag."""
+    from psm_bayes.cli import main
+
+    rc = main(["study", "--power", str(tmp_path / "no-run"), "--sft-seeds", "1,3", "--out", str(tmp_path / "p")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "--sft-seeds" in err and "--dataset sft" in err
+    assert not (tmp_path / "p").exists()

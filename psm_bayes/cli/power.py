@@ -37,11 +37,17 @@ def add_flags(p: argparse.ArgumentParser) -> None:
                         "the pilot fitted, as the run compares them)")
     g.add_argument("--probes-per-trait", type=_sizes, default=[4, 8, 16],
                    help="design sizes: evaluation items per trait (default 4,8,16)")
+    g.add_argument("--sft-seeds", type=_sizes, default=None, metavar="S1,S2",
+                   help="design sizes: LoRA seeds (with --dataset sft; default the pilot's seeds); a seed beyond "
+                        "the pilot's repeats a pilot seed's conditions with fresh simulated noise")
     g.add_argument("--replicates", type=options.positive_int, default=20,
                    help="simulated data sets per truth and size (default 20)")
-    g.add_argument("--warmup", type=options.nonneg_int, default=300, help="NUTS warm-up per chain (default 300)")
-    g.add_argument("--draws", type=options.positive_int, default=300, help="NUTS draws per chain (default 300)")
-    g.add_argument("--chains", type=options.positive_int, default=2, help="NUTS chains (default 2)")
+    g.add_argument("--warmup", type=options.nonneg_int, default=None,
+                   help="NUTS warm-up per chain (default: the pilot run's, else 300)")
+    g.add_argument("--draws", type=options.positive_int, default=None,
+                   help="NUTS draws per chain (default: the pilot run's, else 1000)")
+    g.add_argument("--chains", type=options.positive_int, default=None,
+                   help="NUTS chains (default: the pilot run's, else 2)")
     g.add_argument("--criteria-se", type=float, default=2.0,
                    help="standard errors of the criterion 'PSM beats every null' (default 2, as the run)")
     g.add_argument("--target", type=float, default=0.8,
@@ -60,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--power", "give either a study spec or --power PILOT, not both")
     if not 0 < args.target <= 1 or not args.criteria_se > 0:
         raise UsageError("--target", "expected --target in (0, 1] and --criteria-se > 0")
+    if args.sft_seeds is not None and args.dataset != "sft":
+        raise UsageError("--sft-seeds", "LoRA seeds are a design axis of the SFT data; add --dataset sft")
     try:
         pilot = power.load_pilot(args.power, args.llm, args.dataset)
     except FileNotFoundError as err:
@@ -76,7 +84,10 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("--compare", f"expected {PSM} and at least one null the pilot fitted "
                                           f"({list(models)}), got {asked}")
         models = tuple(asked)
-    settings = FitSettings(num_warmup=args.warmup, num_samples=args.draws, num_chains=args.chains,
+    run_fit = {"num_warmup": 300, "num_samples": 1000, "num_chains": 2}
+    run_fit.update({k: int(pilot.config[k]) for k in run_fit if k in pilot.config})
+    asked = {"num_warmup": args.warmup, "num_samples": args.draws, "num_chains": args.chains}
+    settings = FitSettings(**{k: v if asked[k] is None else asked[k] for k, v in run_fit.items()},
                            refit_unconverged=False,
                            logodds_df=pilot.config.get("logodds_df", FitSettings().logodds_df))
     out = io.prepare_output_dir(args.out, command="study", resume=True)
@@ -85,14 +96,14 @@ def run(args: argparse.Namespace) -> int:
     rows = power.power_analysis(pilot, truths=truths, models=models, probes_per_trait=args.probes_per_trait,
                                 seeds=range(seed0, seed0 + args.replicates), settings=settings,
                                 k=args.criteria_se, out_dir=out, workers=args.workers,
-                                progress=not args.no_progress)
+                                progress=not args.no_progress, sft_seeds=args.sft_seeds)
     rates = power.pick_rates(rows)
     text = power.power_markdown(rates, pilot, args.target)
     io.save_table(rows, out / "replicates.csv", overwrite=True, index=False)
     io.save_table(rates, out / "rates.csv", overwrite=True, index=False)
     io.save_json({"pilot": pilot.source, "models": list(models), "truths": truths, "settings": settings.nuts,
                   "criteria_se": args.criteria_se, "target": args.target,
-                  "chosen_probes_per_trait": power.smallest_powered_size(rates, args.target),
+                  "chosen_design": power.smallest_powered_design(rates, args.target),
                   "rates": rates.to_dict("records")}, out / "power.json", overwrite=True)
     io.save_text(text + "\n", out / "power.md", overwrite=True)
     print(text)

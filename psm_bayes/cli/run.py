@@ -52,7 +52,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--seed", type=options.nonneg_int, default=None, help="seed of splits, shots and fits (default 0)")
     p.add_argument("--models", default=None, metavar="A,B",
                    help="comma-separated models to compare (registry names, .gguf files or model folders; "
-                        "default gemma3-270m,smollm2-135m-instruct)")
+                        "default gemma3-270m; add smollm2-135m-instruct to compare a post-trained Assistant)")
     p.add_argument("--probes", dest="probes_dir", default=None, metavar="DIR",
                    help="folder of Anthropic model-written-evals persona *.jsonl files (without --traits: "
                         "the screening stage picks the traits the first model separates)")

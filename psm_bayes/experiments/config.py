@@ -6,9 +6,12 @@ and the NUTS settings as ``fit`` (:class:`~psm_bayes.experiments.fits.FitSetting
 so each stage gets only what it uses.
 Defaults are the smallest design that has every condition (4 traits and a
 multi-trait persona, 4 evaluation items per trait, shots up to 8, 3 LoRA seeds
-x 3 checkpoints, both embedded models): the power analysis on a pilot
-(``benchmarks/power_results.md``) found that more evaluation items per trait
-do not buy power at the measured effect sizes, so the run is not enlarged;
+x 3 checkpoints) on the embedded default model, Gemma 3 270M (add the second
+with ``models=DEFAULT_MODELS + ("smollm2-135m-instruct",)``): it fits the
+20-minute budget on 2 cores.  The power analysis on a pilot
+(``benchmarks/power_results.md``) found this size NOT powered for the
+comparison criterion (about 20 items per trait would be), so the default run
+is a demonstration of every stage and check, not a powered test;
 measured wall time in ``benchmarks/README.md``;
 :meth:`ExperimentConfig.quick` is a tiny setting for tests,
 :meth:`ExperimentConfig.small` a notebook-sized one.
@@ -32,8 +35,10 @@ DEFAULT_MULTI_TRAIT: tuple[tuple[str, ...], ...] = (("sycophancy", "power-seekin
 """Multi-trait personas used by default wherever all of a group's traits are in the run: a misaligned
 Assistant (the shipped probes) and the dark triad (Anthropic's persona files)."""
 
-DEFAULT_MODELS: tuple[str, ...] = ("gemma3-270m", "smollm2-135m-instruct")
-"""Models of the default run (:mod:`psm_bayes.llm.registry`): a base model and a post-trained Assistant."""
+DEFAULT_MODELS: tuple[str, ...] = ("gemma3-270m",)
+"""Models of the default run (:mod:`psm_bayes.llm.registry`): the embedded base model.  The post-trained
+Assistant ``smollm2-135m-instruct`` joins with ``--models gemma3-270m,smollm2-135m-instruct`` (the run then
+takes about twice as long)."""
 
 
 _ROUTED: dict[str, tuple[str, str]] = {
@@ -163,7 +168,10 @@ class ExperimentConfig:
     criteria_se: float = 2.0
     null_models: tuple[str, ...] = NULLS
     sft: SFTSettings = SFTSettings(steps=6, seeds=(0, 1, 2))
-    fit: FitSettings = FitSettings(num_warmup=300, num_samples=300)
+    # 1000 draws per chain: at 300 the max R-hat over the ~20 latent sites sat at 1.01-1.03 on every fit of
+    # the default run from sampling noise alone (each was refitted); at 1000 it is 1.003-1.009, and draws cost
+    # ~2 s per fit against ~10 s of JIT compilation (measured on the default run's data, benchmarks/README.md).
+    fit: FitSettings = FitSettings(num_warmup=300, num_samples=1000)
     multi_trait_personas: tuple[tuple[str, ...], ...] | None = None
 
     def __post_init__(self) -> None:

@@ -10,7 +10,11 @@ replicate of :func:`power_analysis`:
    (:func:`resample_items`: items drawn from the pilot's evaluation items
    of that trait, without replacement while they last; a drawn item keeps
    its persona-table column and every condition it was measured in, and gets
-   a fresh item random effect);
+   a fresh item random effect) and, on the SFT data, ``sft_seeds`` LoRA seeds
+   (:func:`resample_seeds`: seed ``n`` repeats the conditions of pilot seed
+   ``n mod S`` -- same pole, checkpoint and evidence -- so a seed adds one
+   measurement per condition and item with the model's own noise; seed-to-seed
+   variation beyond it enters only through the pilot's fitted ``logodds_sd``);
 2. takes one posterior draw of the TRUE model's pilot fit (the effect sizes
    measured on the real model, their uncertainty included) and simulates every
    log-odds from that model (:func:`~psm_bayes.models.selection_simulate.forward`);
@@ -22,7 +26,7 @@ replicate of :func:`power_analysis`:
    model with the highest elpd.
 
 The comparison is *right* when it claims PSM with PSM true, and does not
-claim PSM with a null true (:func:`pick_rates`).  The item terms integrate the
+claim PSM with a null true (:func:`pick_rates`, per truth and design).  The item terms integrate the
 item effect out, as the run's; no exact refits are made for Pareto
 ``k > 0.7`` here (their count is recorded per replicate).
 """
@@ -32,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -144,6 +149,57 @@ def resample_items(data: Any, probes_per_trait: int, rng: np.random.Generator) -
         measurement_condition=np.concatenate(rows_c), measurement_item=np.concatenate(rows_i), logodds=None)
 
 
+_SEEDED = re.compile(r"^(?P<head>.+):s(?P<seed>\d+):(?P<tail>.+)$")
+"""A condition of one LoRA seed, e.g. ``sft+:s2:k6`` (pole, seed, checkpoint)."""
+
+
+def condition_seeds(data: Any) -> list[int]:
+    """The LoRA seeds among ``data.conditions`` (names ``<pole>:s<seed>:<checkpoint>``), sorted."""
+    return sorted({int(m["seed"]) for c in data.conditions if (m := _SEEDED.match(str(c)))})
+
+
+def resample_seeds(data: Any, sft_seeds: int) -> Any:
+    """A design with ``sft_seeds`` LoRA seeds: seed ``n`` repeats the conditions of pilot seed ``n mod S``.
+
+    Conditions without a seed (``base``) are kept once.  Each new condition
+    copies its source's evidence, condition type and measurement rows (same
+    items); the log-odds are left to be simulated.
+
+    Raises
+    ------
+    ValueError
+        When ``data`` has no seeded conditions (e.g. the ICL data) or ``sft_seeds < 1``.
+    """
+    if sft_seeds < 1:
+        raise ValueError(f"sft_seeds: expected >= 1, got {sft_seeds}")
+    pilot_seeds = condition_seeds(data)
+    if not pilot_seeds:
+        raise ValueError("sft_seeds: the data have no LoRA-seed conditions (names '<pole>:s<seed>:<step>'); "
+                         "only the SFT data can be resampled over seeds")
+    src, names = [], []
+    for c, name in enumerate(data.conditions):
+        if not _SEEDED.match(str(name)):
+            src.append(c)
+            names.append(str(name))
+    for n in range(sft_seeds):
+        source_seed = pilot_seeds[n % len(pilot_seeds)]
+        for c, name in enumerate(data.conditions):
+            m = _SEEDED.match(str(name))
+            if m and int(m["seed"]) == source_seed:
+                src.append(c)
+                names.append(f"{m['head']}:s{n}:{m['tail']}")
+    src_arr = np.asarray(src)
+    rows_c, rows_i = [], []
+    for new, c in enumerate(src):
+        keep = data.measurement_condition == c
+        rows_c.append(np.full(int(keep.sum()), new))
+        rows_i.append(data.measurement_item[keep])
+    return data.replace(
+        conditions=tuple(names), condition_type=tuple(data.condition_type[c] for c in src),
+        sft_evidence=data.sft_evidence[src_arr], icl_evidence=data.icl_evidence[src_arr],
+        measurement_condition=np.concatenate(rows_c), measurement_item=np.concatenate(rows_i), logodds=None)
+
+
 def posterior_draw(dt: Any, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """One joint posterior draw of a fit's model-level latent sites (per-item sites excluded)."""
     post = dt["posterior"]
@@ -152,14 +208,19 @@ def posterior_draw(dt: Any, rng: np.random.Generator) -> dict[str, np.ndarray]:
     return {k: np.asarray(post[k].values[c, d]) for k in post.data_vars if k not in PER_ITEM_SITES}
 
 
-def simulate_replicate(pilot: Pilot, truth: str, probes_per_trait: int, seed: int, priors: Any = None) -> Any:
-    """Simulated data of one replicate: a resampled design observed from ``truth`` at a pilot posterior draw."""
+def simulate_replicate(pilot: Pilot, truth: str, probes_per_trait: int, seed: int, priors: Any = None,
+                       sft_seeds: int | None = None) -> Any:
+    """Simulated data of one replicate: a resampled design observed from ``truth`` at a pilot posterior draw.
+
+    ``sft_seeds`` (SFT data only): LoRA seeds of the design (:func:`resample_seeds`; default the pilot's).
+    """
     from psm_bayes.models.selection_simulate import forward
 
     if truth not in pilot.fits:
         raise ValueError(f"truth: no pilot fit of {truth!r}; the pilot has {sorted(pilot.fits)}")
     rng = np.random.default_rng([seed, 31])
-    design = resample_items(pilot.data, probes_per_trait, rng)
+    base = pilot.data if sft_seeds is None else resample_seeds(pilot.data, sft_seeds)
+    design = resample_items(base, probes_per_trait, rng)
     draw = forward(truth, design, priors, seed=seed, fixed=posterior_draw(pilot.fits[truth], rng))
     return design.with_observed({"logodds": draw["logodds"]})
 
@@ -187,21 +248,24 @@ def compare_replicate(data: Any, models: Sequence[str], settings: FitSettings, s
 
 @dataclass(frozen=True)
 class PowerCell:
-    """One replicate: the true model, the design size and the seed."""
+    """One replicate: the true model, the design size (items per trait, LoRA seeds) and the seed."""
 
     truth: str
     probes_per_trait: int
     seed: int
+    sft_seeds: int | None = None
 
     def key(self, fingerprint: str) -> str:
         """File name of this cell's result (changes with every setting that changes it)."""
-        text = json.dumps([self.truth, self.probes_per_trait, self.seed, fingerprint])
+        design = [self.truth, self.probes_per_trait, self.seed, fingerprint]
+        text = json.dumps(design if self.sft_seeds is None else design + [self.sft_seeds])
         return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
 def _run_cell(pilot: Pilot, cell: PowerCell, models: tuple[str, ...], settings: FitSettings, k: float) -> dict:
-    data = simulate_replicate(pilot, cell.truth, cell.probes_per_trait, cell.seed, settings.priors())
-    return {"truth": cell.truth, "probes_per_trait": cell.probes_per_trait, "seed": cell.seed,
+    data = simulate_replicate(pilot, cell.truth, cell.probes_per_trait, cell.seed, settings.priors(), cell.sft_seeds)
+    seeds = len(condition_seeds(data))
+    return {"truth": cell.truth, "probes_per_trait": cell.probes_per_trait, "sft_seeds": seeds, "seed": cell.seed,
             **compare_replicate(data, models, settings, 1000 * cell.seed, k)}
 
 
@@ -214,8 +278,9 @@ def _worker(args: tuple) -> dict:
 
 def power_analysis(pilot: Pilot, *, truths: Sequence[str], models: Sequence[str], probes_per_trait: Sequence[int],
                    seeds: Sequence[int], settings: FitSettings, k: float = 2.0, out_dir: str | os.PathLike | None = None,
-                   workers: int = 1, progress: bool = False) -> pd.DataFrame:
-    """Simulate-fit-compare replicates; one row per (truth, probes_per_trait, seed).
+                   workers: int = 1, progress: bool = False,
+                   sft_seeds: Sequence[int] | None = None) -> pd.DataFrame:
+    """Simulate-fit-compare replicates; one row per (truth, probes_per_trait, sft_seeds, seed).
 
     Parameters
     ----------
@@ -239,6 +304,8 @@ def power_analysis(pilot: Pilot, *, truths: Sequence[str], models: Sequence[str]
         Processes (spawned; each fits whole replicates).
     progress : bool
         A progress bar over replicates.
+    sft_seeds : sequence of int, optional
+        LoRA seeds per design (SFT data only, :func:`resample_seeds`); default: the pilot's seeds.
     """
     from tqdm import tqdm
 
@@ -248,13 +315,18 @@ def power_analysis(pilot: Pilot, *, truths: Sequence[str], models: Sequence[str]
     if PSM not in models or len(models) < 2:
         raise ValueError(f"models: expected {PSM} and at least one null, got {list(models)}")
     fingerprint = json.dumps([pilot.source, models, settings.nuts, settings.logodds_df, k])
-    cells = [PowerCell(t, int(n), int(s)) for t in truths for n in probes_per_trait for s in seeds]
+    seed_sizes = [None] if sft_seeds is None else [int(x) for x in sft_seeds]
+    if sft_seeds is not None and not condition_seeds(pilot.data):
+        raise ValueError("sft_seeds: the pilot data have no LoRA-seed conditions; use the SFT data (dataset 'sft')")
+    cells = [PowerCell(t, int(n), int(s), z) for t in truths for n in probes_per_trait for z in seed_sizes
+             for s in seeds]
     parts = None if out_dir is None else Path(out_dir) / "parts"
+    n_pilot = len(condition_seeds(pilot.data))
     rows, todo = [], []
     for cell in cells:
         path = None if parts is None else parts / f"{cell.key(fingerprint)}.json"
         if path is not None and path.is_file():
-            rows.append(json.loads(path.read_text()))
+            rows.append({"sft_seeds": n_pilot, **json.loads(path.read_text())})   # parts written before seeds
         else:
             todo.append((cell, path))
 
@@ -278,8 +350,10 @@ def power_analysis(pilot: Pilot, *, truths: Sequence[str], models: Sequence[str]
                 done(fut.result(), futs[fut])
                 bar.update()
     bar.close()
-    order = {(c.truth, c.probes_per_trait, c.seed): j for j, c in enumerate(cells)}
-    return pd.DataFrame(sorted(rows, key=lambda r: order[(r["truth"], r["probes_per_trait"], r["seed"])]))
+    order = {(c.truth, c.probes_per_trait, n_pilot if c.sft_seeds is None else c.sft_seeds, c.seed): j
+             for j, c in enumerate(cells)}
+    return pd.DataFrame(sorted(rows, key=lambda r: order[(r["truth"], r["probes_per_trait"], r["sft_seeds"],
+                                                          r["seed"])]))
 
 
 def right(row: Any) -> bool:
@@ -287,41 +361,50 @@ def right(row: Any) -> bool:
     return bool(row["claims_psm"]) == (row["truth"] == PSM)
 
 
+DESIGN = ("probes_per_trait", "sft_seeds")
+"""The design axes of the power analysis (columns of its rows and rates)."""
+
+
 def pick_rates(rows: pd.DataFrame, prob: float = 0.9) -> pd.DataFrame:
-    """Per (truth, probes_per_trait): replicates, rate of the right decision with a Wilson ``prob`` interval,
-    and how often each model had the best elpd."""
+    """Per (truth, probes_per_trait, sft_seeds): replicates, rate of the right decision with a Wilson ``prob``
+    interval, and how often each model had the best elpd."""
     from scipy import stats
 
     z = stats.norm.ppf(0.5 + prob / 2)
     out = []
-    for (truth, n_items), g in rows.groupby(["truth", "probes_per_trait"], sort=False):
+    for (truth, n_items, n_seeds), g in rows.groupby(["truth", *DESIGN], sort=False):
         n = len(g)
         hits = int(sum(right(r) for _, r in g.iterrows()))
         p = hits / n
         centre = (p + z * z / (2 * n)) / (1 + z * z / n)
         half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-        out.append({"truth": truth, "probes_per_trait": int(n_items), "replicates": n, "right": hits,
+        out.append({"truth": truth, "probes_per_trait": int(n_items), "sft_seeds": int(n_seeds),
+                    "replicates": n, "right": hits,
                     "rate": p, "lo": max(0.0, centre - half), "hi": min(1.0, centre + half),
                     "claims_psm": float(g["claims_psm"].mean()), "best_is_truth": float((g["best"] == truth).mean())})
     return pd.DataFrame(out)
 
 
-def smallest_powered_size(rates: pd.DataFrame, target: float = 0.8) -> int | None:
-    """The smallest ``probes_per_trait`` at which every truth's right-decision rate reaches ``target``."""
-    ok = rates.groupby("probes_per_trait")["rate"].min()
-    sizes = sorted(int(n) for n, r in ok.items() if r >= target)
-    return sizes[0] if sizes else None
+def smallest_powered_design(rates: pd.DataFrame, target: float = 0.8) -> dict | None:
+    """The cheapest design (fewest items per trait x seeds, then fewest items) at which every truth's
+    right-decision rate reaches ``target``: ``{"probes_per_trait": n, "sft_seeds": s}``, or None."""
+    ok = rates.groupby(list(DESIGN))["rate"].min()
+    sizes = sorted(((int(n), int(s)) for (n, s), r in ok.items() if r >= target), key=lambda d: (d[0] * max(d[1], 1), d[0]))
+    return dict(zip(DESIGN, sizes[0])) if sizes else None
 
 
 def power_markdown(rates: pd.DataFrame, pilot: Pilot, target: float = 0.8) -> str:
     """The power table as markdown, with the chosen size."""
     lines = [f"Pilot: {pilot.source}", "",
-             "| truth | probes per trait | replicates | right decision | 90% interval | claims PSM | best = truth |",
-             "|---|---:|---:|---:|---|---:|---:|"]
+             "| truth | probes per trait | LoRA seeds | replicates | right decision | 90% interval | claims PSM "
+             "| best = truth |",
+             "|---|---:|---:|---:|---:|---|---:|---:|"]
     for r in rates.itertuples(index=False):
-        lines.append(f"| {r.truth} | {r.probes_per_trait} | {r.replicates} | {r.rate:.2f} | "
+        lines.append(f"| {r.truth} | {r.probes_per_trait} | {r.sft_seeds or '-'} | {r.replicates} | {r.rate:.2f} | "
                      f"[{r.lo:.2f}, {r.hi:.2f}] | {r.claims_psm:.2f} | {r.best_is_truth:.2f} |")
-    size = smallest_powered_size(rates, target)
-    lines += ["", f"Smallest probes per trait with every truth's right-decision rate >= {target}: "
-              f"{size if size is not None else 'none of the sizes tried'}."]
+    best = smallest_powered_design(rates, target)
+    text = ("none of the designs tried" if best is None else
+            f"{best['probes_per_trait']} probes per trait" + (f", {best['sft_seeds']} LoRA seeds"
+                                                              if best["sft_seeds"] else ""))
+    lines += ["", f"Smallest design with every truth's right-decision rate >= {target}: {text}."]
     return "\n".join(lines)

@@ -7,7 +7,7 @@ and writes, under its ``out_dir`` (every file atomically):
   verdicts per model, the design and its label balance, the screening, per
   model the persona separation, the ICL and SFT contrasts, the grouped-CV
   comparisons, posteriors, predictive checks, prior-data conflicts and the
-  cross-prediction, a side-by-side table of the models, diagnostics, timings;
+  cross-prediction, a summary table per model (side by side when several), diagnostics, timings;
 * ``plots/*.png`` (:mod:`psm_bayes.experiments.plots`);
 * ``fits/<model>/<dataset>-<fit>.nc`` and ``data/<model>/*.csv`` (:mod:`psm_bayes.experiments.outputs`).
 
@@ -303,7 +303,7 @@ the contrast. The pre-training prior is fitted on the neutral answers to the pri
 
 {scr_md}
 
-## 4. Models side by side
+## 4. Summary by model
 
 {md_table(side_by_side(blocks), floatfmt='.3g')}
 
