@@ -389,7 +389,8 @@ def smallest_powered_design(rates: pd.DataFrame, target: float = 0.8) -> dict | 
     """The cheapest design (fewest items per trait x seeds, then fewest items) at which every truth's
     right-decision rate reaches ``target``: ``{"probes_per_trait": n, "sft_seeds": s}``, or None."""
     ok = rates.groupby(list(DESIGN))["rate"].min()
-    sizes = sorted(((int(n), int(s)) for (n, s), r in ok.items() if r >= target), key=lambda d: (d[0] * max(d[1], 1), d[0]))
+    sizes = sorted(((int(n), int(s)) for (n, s), r in ok.items() if r >= target),
+                   key=lambda d: (d[0] * max(d[1], 1), d[0]))
     return dict(zip(DESIGN, sizes[0])) if sizes else None
 
 
