@@ -158,6 +158,15 @@ def condition_seeds(data: Any) -> list[int]:
     return sorted({int(m["seed"]) for c in data.conditions if (m := _SEEDED.match(str(c)))})
 
 
+def _seeds_or_fail(data: Any) -> list[int]:
+    """:func:`condition_seeds`, or a ValueError when there are none (e.g. the ICL data)."""
+    seeds = condition_seeds(data)
+    if not seeds:
+        raise ValueError("sft_seeds: the data have no LoRA-seed conditions (names '<pole>:s<seed>:<step>'); "
+                         "only the SFT data can be resampled over seeds")
+    return seeds
+
+
 def resample_seeds(data: Any, sft_seeds: int) -> Any:
     """A design with ``sft_seeds`` LoRA seeds: seed ``n`` repeats the conditions of pilot seed ``n mod S``.
 
@@ -172,10 +181,7 @@ def resample_seeds(data: Any, sft_seeds: int) -> Any:
     """
     if sft_seeds < 1:
         raise ValueError(f"sft_seeds: expected >= 1, got {sft_seeds}")
-    pilot_seeds = condition_seeds(data)
-    if not pilot_seeds:
-        raise ValueError("sft_seeds: the data have no LoRA-seed conditions (names '<pole>:s<seed>:<step>'); "
-                         "only the SFT data can be resampled over seeds")
+    pilot_seeds = _seeds_or_fail(data)
     src, names = [], []
     for c, name in enumerate(data.conditions):
         if not _SEEDED.match(str(name)):
@@ -316,8 +322,8 @@ def power_analysis(pilot: Pilot, *, truths: Sequence[str], models: Sequence[str]
         raise ValueError(f"models: expected {PSM} and at least one null, got {list(models)}")
     fingerprint = json.dumps([pilot.source, models, settings.nuts, settings.logodds_df, k])
     seed_sizes = [None] if sft_seeds is None else [int(x) for x in sft_seeds]
-    if sft_seeds is not None and not condition_seeds(pilot.data):
-        raise ValueError("sft_seeds: the pilot data have no LoRA-seed conditions; use the SFT data (dataset 'sft')")
+    if sft_seeds is not None:
+        _seeds_or_fail(pilot.data)                # before any worker starts
     cells = [PowerCell(t, int(n), int(s), z) for t in truths for n in probes_per_trait for z in seed_sizes
              for s in seeds]
     parts = None if out_dir is None else Path(out_dir) / "parts"
