@@ -1,20 +1,26 @@
 """Persona probes: Yes/No first-person statements per trait, and persona sets.
 
-The project ships its own probes (``data/probes.jsonl``, 14 traits x 40
-statements, half matching the trait's positive pole) and a persona set with
+The project ships its own probes (``data/probes.jsonl``, 14 traits, 10 of
+them with 200 statements and 4 with 40, each trait half matching its
+positive pole; written for this project, checked for near duplicates by
+:mod:`psm_bayes.probes.quality`) and a persona set with
 several descriptions per trait pole (``data/personas.json``). Anthropic's
 model-written-evals persona files (JSONL with ``question``, ``statement``,
 ``answer_matching_behavior``, ``answer_not_matching_behavior``) load from a
-local directory with :func:`load_anthropic_persona`.
+local directory with :func:`load_anthropic_persona`.  Both loaders are strict:
+a line that is not a UTF-8 JSON object, a statement longer than
+:data:`MAX_STATEMENT_CHARS` characters or a repeated statement is refused in
+one line naming the file, the line and the field.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -134,8 +140,80 @@ def _to_probeset(rows: list[dict]) -> ProbeSet:
     )
 
 
-def load_probes(traits: Iterable[str] | None = None, n_per_trait: int | None = None, seed: int = 0) -> ProbeSet:
-    """The probes shipped with psm-bayes.
+MAX_STATEMENT_CHARS = 2000
+"""Longest probe statement accepted, in characters (the shipped ones are under 100, Anthropic's under 300)."""
+
+SHARED_POLICIES: tuple[str, ...] = ("drop", "error")
+"""What :func:`load_anthropic_persona` does with a statement found in two trait files."""
+
+_log = logging.getLogger("psm_bayes.probes")
+
+
+def _jsonl_objects(data: bytes, name: str) -> Iterator[tuple[str, dict]]:
+    """``("<name>:<line>", object)`` for every non-blank line; DataError naming file and line otherwise."""
+    for lineno, raw in enumerate(data.split(b"\n"), start=1):
+        where = f"{name}:{lineno}"
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise DataError(f"{where}: not valid UTF-8 (byte 0x{raw[err.start]:02x} at column {err.start + 1}); "
+                            "expected a UTF-8 text file") from None
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{where}: malformed JSON ({err.msg})") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{where}: expected a JSON object (one probe per line), got a JSON {type(obj).__name__}")
+        yield where, obj
+
+
+def _statement(value: object, where: str, field: str) -> str:
+    """``value`` as a probe statement: a non-empty string of at most :data:`MAX_STATEMENT_CHARS` characters."""
+    if not isinstance(value, str) or not value.strip():
+        raise DataError(f"{where}.{field}: expected a non-empty string")
+    if len(value) > MAX_STATEMENT_CHARS:
+        raise DataError(f"{where}.{field}: {len(value):,} characters; expected at most {MAX_STATEMENT_CHARS:,}")
+    return value
+
+
+def _duplicates(rows: list[dict], *, exact_only: bool = False) -> list[tuple[dict, dict]]:
+    """``(row, earlier row)`` for every statement equal to an earlier one (after :func:`quality.normalise`).
+
+    With ``exact_only``, only identical texts of one trait count.
+    """
+    from psm_bayes.probes.quality import normalise
+
+    first: dict[str, dict] = {}
+    out = []
+    for r in rows:
+        key = (r["trait"], r["statement"]) if exact_only else normalise(r["statement"])
+        if key in first:
+            out.append((r, first[key]))
+        else:
+            first[key] = r
+    return out
+
+
+def _refuse_duplicate(r: dict, other: dict) -> DataError:
+    if r["trait"] == other["trait"]:
+        return DataError(f"{r['where']}.statement: duplicates the statement at {other['where']} (trait "
+                         f"{r['trait']!r}); expected each statement once")
+    return DataError(f"{r['where']}.statement: the statement of trait {other['trait']!r} at {other['where']} "
+                     f"again, under trait {r['trait']!r}; expected each statement in one trait only")
+
+
+def load_probes(traits: Iterable[str] | None = None, n_per_trait: int | None = None, seed: int = 0,
+                path: str | Path | None = None) -> ProbeSet:
+    """The probes shipped with psm-bayes (or a JSONL file in their format).
+
+    Every line is a JSON object ``{"trait", "statement", "matches"}``. A file
+    is refused (:class:`~psm_bayes.data.DataError` naming file, line and
+    field) for a line that is not a JSON object or not UTF-8, a statement
+    longer than :data:`MAX_STATEMENT_CHARS`, or a statement that repeats
+    another after normalising case, spacing and punctuation
+    (:func:`psm_bayes.probes.quality.normalise`), in the same trait or another.
 
     Parameters
     ----------
@@ -145,23 +223,49 @@ def load_probes(traits: Iterable[str] | None = None, n_per_trait: int | None = N
         Keep a balanced random subset of this many statements per trait.
     seed : int
         Seed of that subset.
+    path : path, optional
+        A probes file in the shipped format instead of the shipped one.
     """
-    text = resources.files("psm_bayes.probes").joinpath("data/probes.jsonl").read_text(encoding="utf-8")
+    if path is None:
+        name, data = "probes.jsonl", resources.files("psm_bayes.probes").joinpath("data/probes.jsonl").read_bytes()
+    else:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"probes file {str(path)!r} does not exist")
+        name, data = Path(path).name, Path(path).read_bytes()
     rows = []
-    for line in text.splitlines():
-        if line.strip():
-            r = json.loads(line)
-            rows.append({"trait": r["trait"], "statement": r["statement"], "matching_option": 0 if r["matches"] else 1})
-    return _to_probeset(_select(rows, traits, n_per_trait, seed, "the shipped probes"))
+    for where, r in _jsonl_objects(data, name):
+        trait = r.get("trait")
+        if not isinstance(trait, str) or not trait.strip():
+            raise DataError(f"{where}.trait: expected a non-empty string")
+        if not isinstance(r.get("matches"), bool):
+            raise DataError(f"{where}.matches: expected true or false, got {r.get('matches')!r}")
+        rows.append({"trait": trait, "statement": _statement(r.get("statement"), where, "statement"),
+                     "matching_option": 0 if r["matches"] else 1, "where": where})
+    for r, other in _duplicates(rows)[:1]:
+        raise _refuse_duplicate(r, other)
+    return _to_probeset(_select(rows, traits, n_per_trait, seed, "the shipped probes" if path is None else name))
 
 
 def load_anthropic_persona(directory: str | Path, traits: Iterable[str] | None = None,
-                           n_per_trait: int | None = None, seed: int = 0) -> ProbeSet:
+                           n_per_trait: int | None = None, seed: int = 0, shared: str = "drop") -> ProbeSet:
     """Anthropic model-written-evals persona files from a local directory.
 
     Each ``<trait>.jsonl`` line needs ``statement`` (or ``question``),
     ``answer_matching_behavior`` and ``answer_not_matching_behavior``, the
-    answers being ``" Yes"``/``" No"``.
+    answers being ``" Yes"``/``" No"``. A file is refused
+    (:class:`~psm_bayes.data.DataError` naming file, line and field) for a
+    line that is not a JSON object or not UTF-8, a statement longer than
+    :data:`MAX_STATEMENT_CHARS`, or a statement repeated exactly within its
+    trait. Statements equal after normalising case, spacing and punctuation
+    (:func:`psm_bayes.probes.quality.normalise`) are never two probes:
+
+    * within a trait (the public files spell some twice, e.g. with straight
+      and curly apostrophes) the first is kept;
+    * across the trait files loaded (the public files share 80 statements
+      between traits, e.g. agreeableness and psychopathy) ``shared="drop"``
+      leaves the statement out of every trait, ``shared="error"`` refuses it.
+
+    What was left out is logged in one line (logger ``psm_bayes.probes``).
 
     Parameters
     ----------
@@ -169,7 +273,11 @@ def load_anthropic_persona(directory: str | Path, traits: Iterable[str] | None =
         Folder with ``*.jsonl`` files; the file stem is the trait id.
     traits, n_per_trait, seed
         As in :func:`load_probes`.
+    shared : {"drop", "error"}
+        A statement in two of the loaded trait files.
     """
+    if shared not in SHARED_POLICIES:
+        raise ValueError(f"shared: expected one of {SHARED_POLICIES}, got {shared!r}")
     traits = None if traits is None else list(traits)
     directory = Path(directory)
     if not directory.is_dir():
@@ -181,26 +289,41 @@ def load_anthropic_persona(directory: str | Path, traits: Iterable[str] | None =
         raise DataError(f"directory: no *.jsonl persona files in {str(directory)!r}")
     rows = []
     for f in files:
-        for lineno, line in enumerate(f.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            where = f"{f.name}:{lineno}"
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{where}: malformed JSON ({err.msg})") from None
+        for where, r in _jsonl_objects(f.read_bytes(), f.name):
+            field = "question" if "statement" not in r and "question" in r else "statement"
             statement = r.get("statement")
             if statement is None and isinstance(r.get("question"), str):
                 statement = r["question"].split("\n", 1)[-1].strip().strip('"')
-            if not isinstance(statement, str) or not statement:
-                raise DataError(f"{where}.statement: expected a non-empty string")
+            statement = _statement(statement, where, field)
             match = r.get("answer_matching_behavior")
             if match not in OPTIONS:
                 raise DataError(f"{where}.answer_matching_behavior: expected ' Yes' or ' No', got {match!r}")
             if r.get("answer_not_matching_behavior", OPTIONS[1 - OPTIONS.index(match)]) == match:
                 raise DataError(f"{where}.answer_not_matching_behavior: equals answer_matching_behavior")
-            rows.append({"trait": f.stem, "statement": statement, "matching_option": OPTIONS.index(match)})
+            rows.append({"trait": f.stem, "statement": statement, "matching_option": OPTIONS.index(match),
+                         "where": where})
+    for r, other in _duplicates(rows, exact_only=True)[:1]:
+        raise _refuse_duplicate(r, other)
+    rows = _drop_repeats(rows, shared)
     return _to_probeset(_select(rows, traits, n_per_trait, seed, str(directory)))
+
+
+def _drop_repeats(rows: list[dict], shared: str) -> list[dict]:
+    """``rows`` without repeats after normalising: later copies within a trait, and shared statements entirely."""
+    from psm_bayes.probes.quality import normalise
+
+    pairs = _duplicates(rows)
+    across = [(r, o) for r, o in pairs if r["trait"] != o["trait"]]
+    if across and shared == "error":
+        raise _refuse_duplicate(*across[0])
+    gone = {id(r) for r, _ in pairs}
+    shared_texts = {normalise(r["statement"]) for r, _ in across}
+    kept = [r for r in rows if id(r) not in gone and normalise(r["statement"]) not in shared_texts]
+    if len(kept) < len(rows):
+        r, o = (across or pairs)[0]
+        _log.warning(f"probes: left out {len(rows) - len(kept)} statements repeated after normalising case and "
+                     f"spacing ({len(shared_texts)} shared between traits, e.g. {o['where']} = {r['where']})")
+    return kept
 
 
 def load_personas(path: str | Path | None = None, description_index: int = 0) -> PersonaSpec:
