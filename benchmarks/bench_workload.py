@@ -208,6 +208,19 @@ def bench_model(name: str, args, probes_small, traits_small, probes_big, traits_
     return rows
 
 
+
+def cpu_features() -> str:
+    """CPU model and the SIMD features that decide bf16 speed (Linux ``/proc/cpuinfo``)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown CPU"
+    model = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?")
+    flags = next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), [])
+    have = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
+    return f"{model}, {os.cpu_count()} cores, {' '.join(have) or 'no AVX2'}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print a markdown table."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -295,15 +308,3 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     sys.exit(main())
-
-
-def cpu_features() -> str:
-    """CPU model and the SIMD features that decide bf16 speed (Linux ``/proc/cpuinfo``)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown CPU"
-    model = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?")
-    flags = next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), [])
-    have = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
-    return f"{model}, {os.cpu_count()} cores, {' '.join(have) or 'no AVX2'}"
