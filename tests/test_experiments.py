@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -380,12 +381,19 @@ def test_screening_on_anthropic_persona_files(gemma, tmp_path):
 
 
 @pytest.mark.llm
-def test_lora_checkpoints_move_trained_items_and_count_episodes(gemma):
+def test_lora_checkpoints_move_trained_items_and_count_episodes(gemma, tmp_path):
     from psm_bayes.experiments.finetune import SFTSettings, lora_finetune
     from psm_bayes.experiments.scoring import matching_logodds, option_scorer
     from psm_bayes.probes import OPTIONS
 
-    probes = load_probes(["honesty"], n_per_trait=4)
+    # The seeded draw of 4 statements is made from honesty's 40 original statements (the first 40 lines of its
+    # block), as when this test was written: with the trait at 200 statements the same seed draws other
+    # statements, one of which moved the wrong way (-0.08 nats) after these 4 steps. That is a limit of a 4-step
+    # run, not a reason to weaken "every trained item moves"; the SFT stage's own sweep sizes real runs.
+    shipped = resources.files("psm_bayes.probes").joinpath("data/probes.jsonl").read_text(encoding="utf-8")
+    original = [ln for ln in shipped.splitlines() if json.loads(ln)["trait"] == "honesty"][:40]
+    (tmp_path / "honesty.jsonl").write_text("\n".join(original) + "\n", encoding="utf-8")
+    probes = load_probes(["honesty"], n_per_trait=4, path=tmp_path / "honesty.jsonl")
     texts = [gemma.format.item_text(p) for p in probes.items.prompts]
     answers = [OPTIONS[m] for m in probes.matching_option]
     before = matching_logodds(option_scorer(gemma, autocast=True).score(texts), probes.matching_option)
