@@ -20,9 +20,10 @@ Timing conventions
 * ``compile`` (NumPyro only): time spent inside that call tracing to jaxprs,
   lowering to MLIR and XLA-compiling, measured with JAX's own monitoring
   events (``/jax/core/compile/*``, the union of their time spans, so nested
-  traces are not double counted).  JAX recompiles for every new
-  ``MCMC``/``SVI`` object, so every fit pays it; ``sampling = total -
-  compile``.  Pyro has no compile step (``sampling = total``).
+  traces are not double counted).  Every row here is a new model
+  structure (other K or N), so every NumPyro row pays it (fits of the same
+  structure share one compiled program: ``benchmarks/bench_fit_reuse.py``);
+  ``sampling = total - compile``.  Pyro has no compile step (``sampling = total``).
 * ESS/s uses ``sampling`` time (warm-up included, compile excluded); the
   ``ESS/s incl. compile`` column uses ``total``.
 * Pyro NUTS keeps fewer draws (it is ~50x slower per draw); ESS/s is a rate,
@@ -30,8 +31,8 @@ Timing conventions
 * "us per leapfrog step (est.)" = sampling time / (post-warm-up leapfrog
   steps x (warm-up + kept) / kept), i.e. assumes warm-up trees as deep as
   the kept ones.
-* NumPyro runs its chains in parallel on host devices (one per core, see
-  ``psm_bayes.inference.configure_jax``); Pyro runs them one after another, as
+* NumPyro runs its chains as ``psm_bayes.inference.nuts`` does by default
+  (``DEFAULT_CHAIN_METHOD``); Pyro runs them one after another, as
   ``psm_bayes.inference`` does.  torch is limited to one intra-op thread:
   with two threads on a shared 2-core machine Pyro's tiny tensor ops were
   10-40x slower (thread oversubscription), which would flatter NumPyro.

@@ -11,7 +11,7 @@ Run (from the repository root; ~15-40 min on 2 shared cores, one model loaded at
 ../shared/data/anthropic-persona --traits risk-seeking,extraversion``): the same
 measurement where the model is known to separate, a check of the measurement.
 
-Per trait and model (:func:`psm_bayes.experiments.screening.trait_separations`,
+Per trait and model (:func:`psm_bayes.experiments.measure.screening.trait_separations`,
 the measurement the run's screening stage makes): ``--shots`` label-balanced
 shots of the trait's shipped statements in random order, answered as the ``t+``
 persona would (the matching answer) and as ``t-`` would; ``--items``
@@ -21,7 +21,7 @@ SmolLM2), float32, one torch thread.  *separation* is the mean over evaluation
 statements of ``logit p(matching | t+ context) - logit p(matching | t- context)``
 (nats; the Yes/No bias cancels), *se* its standard error over statements (for
 this one draw of shots: the spread over shot draws is not in it), *z* = separation
-/ se.  *default* marks the traits :func:`~psm_bayes.experiments.screening.separating_traits`
+/ se.  *default* marks the traits :func:`~psm_bayes.experiments.measure.screening.separating_traits`
 picks for ``psm-bayes run``: Gemma, > 1 nat and > 4 se.
 
 Prints a markdown report (date, CPU features, load average, per-model timing,
@@ -54,7 +54,7 @@ def screen_model(name: str, args, probes) -> dict:
     """Load ``name`` (float32), measure every trait, free the model; returns the model block with rows."""
     import gc
 
-    from psm_bayes.experiments.screening import statements_digest, trait_separations
+    from psm_bayes.experiments.measure.screening import statements_digest, trait_separations
     from psm_bayes.llm import load_model
 
     t0 = time.perf_counter()
@@ -82,7 +82,7 @@ def screen_model(name: str, args, probes) -> dict:
 
 
 def markdown(result: dict) -> str:
-    from psm_bayes.experiments.screening import MIN_SEPARATION_NATS, MIN_SEPARATION_SE, RULE_MODEL, RULE_SHOTS
+    from psm_bayes.experiments.measure.screening import MIN_SEPARATION_NATS, MIN_SEPARATION_SE, RULE_MODEL, RULE_SHOTS
 
     models = list(result["models"])
     by = {(r["model"], r["trait"]): r for r in result["rows"]}
@@ -115,7 +115,7 @@ def markdown(result: dict) -> str:
     ctx = {m: [r["context_tokens"] for r in result["rows"] if r["model"] == m] for m in models}
     lines += ["", "Context length (tokens, t+ context): " + "; ".join(
         f"{m} {min(v)}-{max(v)}" for m, v in ctx.items() if v) + ".", "",
-        f"*default*: the rule of `psm_bayes.experiments.screening.separating_traits` (on {RULE_MODEL} at "
+        f"*default*: the rule of `psm_bayes.experiments.measure.screening.separating_traits` (on {RULE_MODEL} at "
         f"{RULE_SHOTS} shots, separation > {MIN_SEPARATION_NATS:g} nat and > {MIN_SEPARATION_SE:g} se), "
         "which `psm_bayes.experiments.config.DEFAULT_TRAITS` applies to `psm_bayes/probes/data/screening.json`.", ""]
     return "\n".join(lines)

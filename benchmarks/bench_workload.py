@@ -4,7 +4,21 @@ Run::
 
     .venv/bin/python benchmarks/bench_workload.py [--traits 2] [--predict-traits 20] \\
         [--probes ../shared/data/anthropic-persona] [--models gemma3-270m,smollm2-135m-instruct] \\
-        [--device auto] [--dtype bfloat16] [--threads 1] [--batch-size 16]
+        [--device auto] [--dtype bfloat16] [--threads 1] [--batch-size 16] \\
+        [--max-shots 64] [--manyshot-items 16] [--manyshot-only]
+
+**Many-shot curves, one pass vs per count** (first, per model): one nested,
+label-balanced shot sequence of ``--max-shots`` shots of the first trait
+(:func:`psm_bayes.experiments.design.shot_sequences`), the design's counts
+``1, 2, 4, ..., max`` and ``--manyshot-items`` evaluation items, scored (a)
+as the ICL stage does, from ONE forward pass of the longest context cut at
+each count's boundary (:mod:`psm_bayes.llm.manyshot`), and (b) per count
+from scratch (:meth:`NextTokenScorer.score` of each count's prompts, the
+former path): wall time, run tokens, tokens/s in prompt tokens (what a
+naive scorer runs) and run tokens, their ratios, the largest difference, and
+the peak RSS -- of each phase (Linux ``VmHWM`` after resetting it through
+``/proc/self/clear_refs``, which resets ``resource.getrusage``'s ``ru_maxrss`` too) and of the
+process so far (the largest ``ru_maxrss`` read: before the first reset, it includes the model load).
 
 The workload mirrors the experiment's defaults (``ExperimentConfig``) for N
 traits, with ``P`` evaluation probes per trait (label-balanced) and a disjoint
@@ -145,6 +159,101 @@ def naive(scorer, texts: list[str], option: str) -> tuple[np.ndarray, int, float
     return np.array(out), n_tok, time.perf_counter() - t
 
 
+def cpu_features() -> str:
+    """CPU model and the SIMD features that decide bf16 speed (Linux ``/proc/cpuinfo``)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown CPU"
+    model = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?")
+    flags = next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), [])
+    have = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
+    return f"{model}, {os.cpu_count()} cores, {' '.join(have) or 'no AVX2'}"
+
+
+def _reset_peak() -> bool:
+    """Reset this process's peak RSS (Linux ``clear_refs``); False where it cannot."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_gb() -> tuple[float, float]:
+    """``(peak RSS since the last reset (VmHWM), process peak (getrusage))`` in GB."""
+    import resource
+
+    hwm = float("nan")
+    try:
+        for ln in Path("/proc/self/status").read_text().splitlines():
+            if ln.startswith("VmHWM:"):
+                hwm = int(ln.split()[1]) / 1e6
+    except OSError:
+        pass
+    return hwm, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+
+
+def bench_manyshot(name: str, args, probes, trait: str) -> dict:
+    """One-pass vs per-count scoring of a nested ``--max-shots`` sequence (see the module docstring)."""
+    from psm_bayes.experiments.design import shot_counts, shot_sequences
+    from psm_bayes.experiments.measure.scoring import fewshot, option_scorer
+    from psm_bayes.llm import load_model
+    from psm_bayes.llm.manyshot import plan_nested, score_plan
+    from psm_bayes.probes import balanced_pick
+
+    loaded = load_model(name, device=args.device, dtype=args.dtype, threads=args.threads)
+    nts = option_scorer(loaded, batch_size=args.batch_size)
+    fmt, match = loaded.format, probes.matching_option
+    pool = np.flatnonzero(probes.trait == trait)
+    items = balanced_pick(np.random.default_rng(args.seed), pool, match, args.manyshot_items)
+    seq = shot_sequences([args.seed, 2], np.setdiff1d(pool, items), match, trait, 1, args.max_shots)[0]
+    counts = [n for n in shot_counts(args.max_shots) if n > 0]
+    contexts = [fewshot(fmt, probes, seq.items[:n], seq.answers("+")[:n]) for n in counts]
+    texts = [fmt.item_text(probes.items.prompts[i]) for i in items]
+    nts.score([texts[0]])                                             # warm-up
+    out = {"model": name, "fmt": fmt.name, "counts": counts, "items": len(texts), "key": loaded.key,
+           "context_tokens": len(nts.encode(contexts[-1])),
+           "prompt_tokens": sum(len(nts.encode(c + x)) for c in contexts for x in texts)}
+    runs, out["load_peak"] = {}, _peak_gb()[1]          # before any reset: includes loading the model
+    for part in ("one pass", "per count"):
+        clear = _reset_peak()
+        nts.forward_tokens = 0
+        t = time.perf_counter()
+        if part == "one pass":
+            lp = score_plan(nts, plan_nested(nts, contexts, texts))
+        else:
+            lp = np.stack([nts.score([c + x for x in texts]) for c in contexts])
+        secs = time.perf_counter() - t
+        hwm, proc = _peak_gb()
+        runs[part] = {"seconds": secs, "run_tokens": nts.forward_tokens, "lp": lp,
+                      "phase_peak": hwm if clear else float("nan"),
+                      "process_peak": max(proc, out["load_peak"], *(r["process_peak"] for r in runs.values()))}
+        log(f"{name}: {part}: {secs:.1f} s, {nts.forward_tokens} run tokens, peak RSS {hwm:.2f} / {proc:.2f} GB")
+    out["max_diff"] = float(np.abs(runs["one pass"]["lp"] - runs["per count"]["lp"]).max())
+    out["runs"] = runs
+    del loaded, nts
+    return out
+
+
+def print_manyshot(results: list[dict], args) -> None:
+    """The many-shot table (markdown)."""
+    print(f"\nMany-shot curves, one pass vs per count: {args.max_shots} shots, counts "
+          f"{results[0]['counts']}, {args.manyshot_items} items; {cpu_features()}; {args.dtype}, "
+          f"{args.threads} thread(s); load average {os.getloadavg()[0]:.1f}.\n")
+    print(f"| model | format | {args.max_shots}-shot context tokens | path | s | run tokens | prompt tok/s | run tok/s "
+          "| wall ratio | token ratio | max diff (nats) | phase peak RSS GB | process peak RSS GB |")
+    print("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        one, per = r["runs"]["one pass"], r["runs"]["per count"]
+        for part, x in r["runs"].items():
+            ratio = f"{per['seconds'] / one['seconds']:.2f}" if part == "one pass" else ""
+            tok = f"{per['run_tokens'] / one['run_tokens']:.2f}" if part == "one pass" else ""
+            print(f"| {r['model']} | {r['fmt']} | {r['context_tokens']} | {part} | {x['seconds']:.1f} | "
+                  f"{x['run_tokens']} | {r['prompt_tokens'] / x['seconds']:.0f} | {x['run_tokens'] / x['seconds']:.0f} "
+                  f"| {ratio} | {tok} | {r['max_diff']:.1e} | {x['phase_peak']:.2f} | {x['process_peak']:.2f} |")
+
+
 def log(msg: str) -> None:
     """Progress to stderr."""
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
@@ -208,19 +317,6 @@ def bench_model(name: str, args, probes_small, traits_small, probes_big, traits_
     return rows
 
 
-
-def cpu_features() -> str:
-    """CPU model and the SIMD features that decide bf16 speed (Linux ``/proc/cpuinfo``)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown CPU"
-    model = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?")
-    flags = next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), [])
-    have = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
-    return f"{model}, {os.cpu_count()} cores, {' '.join(have) or 'no AVX2'}"
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print a markdown table."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -240,6 +336,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--naive-sample", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-shots", type=int, default=64, help="many-shot part: shots of the nested sequence")
+    ap.add_argument("--manyshot-items", type=int, default=16, help="many-shot part: evaluation items")
+    ap.add_argument("--manyshot-only", action="store_true", help="run the many-shot part only")
     args = ap.parse_args(argv)
 
     import torch
@@ -266,8 +365,12 @@ def main(argv: list[str] | None = None) -> int:
     peak = bf16_peak if args.dtype == "bfloat16" else matmul_peak(args.dtype, device, n=1024, reps=5)
     log(f"matmul peak {peak:.0f} GFLOP/s; traits {traits_small} measured, {len(traits_big)} predicted")
     load = os.getloadavg()[0]
+    names = [m.strip() for m in args.models.split(",") if m.strip()]
+    print_manyshot([bench_manyshot(name, args, every, traits_small[0]) for name in names], args)
+    if args.manyshot_only:
+        return 0
     rows = []
-    for name in [m.strip() for m in args.models.split(",") if m.strip()]:
+    for name in names:
         rows += bench_model(name, args, every, traits_small, every, traits_big)
 
     print(f"\nWhole-run scoring workload, {args.traits} traits measured ({', '.join(traits_small)}), "

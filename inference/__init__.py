@@ -3,8 +3,15 @@
 The backend (NumPyro or Pyro) is read from the model's
 :class:`~psm_bayes.models.base.ModelSpec` and looked up in
 :mod:`psm_bayes.inference.backends`; nothing here imports a specific model.
-Programs call :func:`configure_jax` (float64, host devices) at start; the
-NumPyro fit functions call it too. Nothing runs at import time.
+Programs call :func:`configure_jax` (float64, host devices; optionally a
+persistent compilation cache folder) at start; the NumPyro fit functions
+call it too. Nothing runs at import time.
+
+NumPyro NUTS compiles once per model structure and settings: later fits of
+data with the same structure (new observed values, a resampled design of the
+same sizes) reuse the compiled program, with the same draws a fresh
+compilation gives (:mod:`psm_bayes.inference.compiled`,
+:mod:`psm_bayes.inference.nuts`).
 """
 
 from __future__ import annotations
@@ -40,7 +47,8 @@ def fit_nuts(model: Callable, data: Any, *, seed: int, priors: Any = None, num_w
     data
         The model's data object (e.g. :class:`~psm_bayes.data.PSMData`).
     seed : int
-        Same seed, same draws (bit for bit on the same machine).
+        Same seed, same draws (bit for bit on the same machine, whether the
+        compiled program is reused or not).
     priors : optional
         The model's priors object (default: its defaults).
     num_warmup, num_samples, num_chains : int

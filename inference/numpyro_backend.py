@@ -7,14 +7,13 @@ from typing import Any, Callable
 import jax
 import numpy as np
 import numpyro
-from numpyro.infer import MCMC, NUTS, SVI, Predictive, Trace_ELBO, init_to_median, log_likelihood
+from numpyro.infer import SVI, Predictive, Trace_ELBO, init_to_median, log_likelihood
 from numpyro.infer.autoguide import AutoMultivariateNormal, AutoNormal
 
+from psm_bayes.inference import compiled, nuts
 from psm_bayes.inference.datatree import build_datatree
 from psm_bayes.inference.jax_config import configure_jax
 from psm_bayes.models.base import spec_of
-
-_EXTRA = ("diverging", "energy", "num_steps", "accept_prob")
 
 
 def _by_chain(samples: dict[str, Any], n_chains: int) -> dict[str, np.ndarray]:
@@ -24,7 +23,8 @@ def _by_chain(samples: dict[str, Any], n_chains: int) -> dict[str, np.ndarray]:
 def pointwise_log_likelihood(model: Callable, data: Any, priors: Any, flat: dict) -> dict[str, np.ndarray]:
     """``{observed site: (S, N)}`` log-likelihood of each unit (one episode, aggregated rows expanded)."""
     spec = spec_of(model)
-    ll = log_likelihood(model, flat, spec.per_unit(data), priors)
+    unit = spec.per_unit(data)
+    ll = compiled.call("log_likelihood", lambda s: log_likelihood(model, s, unit, priors), flat)
     return {k: np.asarray(v) for k, v in ll.items() if k in spec.observed}
 
 
@@ -32,32 +32,45 @@ def _predictive_groups(model: Callable, data: Any, priors: Any, flat: dict, n_ch
     """(log_likelihood, posterior_predictive) per observed site and unit (episode), by chain."""
     spec = spec_of(model)
     ll = pointwise_log_likelihood(model, data, priors, flat)
-    pred = Predictive(model, posterior_samples=flat, return_sites=list(spec.observed))(key, spec.unobserve(data), priors)
+    bare = spec.unobserve(data)
+    sites = list(spec.observed)
+    pred = compiled.call("posterior_predictive",
+                         lambda k, s: Predictive(model, posterior_samples=s, return_sites=sites)(k, bare, priors),
+                         key, flat)
     return _by_chain(ll, n_chains), _by_chain(pred, n_chains)
 
 
 def fit_nuts(model: Callable, data: Any, *, seed: int, priors: Any, num_warmup: int, num_samples: int,
-             num_chains: int, target_accept: float, max_tree_depth: int, predictive: bool, progress: bool):
-    """NumPyro NUTS -> DataTree (see :func:`psm_bayes.inference.fit_nuts`)."""
+             num_chains: int, target_accept: float, max_tree_depth: int, predictive: bool, progress: bool,
+             chain_method: str | None = None):
+    """NumPyro NUTS -> DataTree (see :func:`psm_bayes.inference.fit_nuts`).
+
+    NUTS runs as a compiled program shared by every fit of the same model
+    structure and settings (:mod:`psm_bayes.inference.nuts`); ``chain_method``
+    defaults to :data:`psm_bayes.inference.nuts.DEFAULT_CHAIN_METHOD`.
+    """
+    from tqdm import tqdm
+
     configure_jax()
     spec = spec_of(model)
-    method = "parallel" if jax.local_device_count() >= num_chains else "sequential"
-    mcmc = MCMC(NUTS(model, target_accept_prob=target_accept, max_tree_depth=max_tree_depth,
-                     init_strategy=init_to_median),
-                num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains, chain_method=method,
-                progress_bar=progress)
+    method = nuts.resolve_chain_method(chain_method, num_chains)
+    settings = nuts.Settings(int(num_warmup), int(num_samples), int(num_chains), float(target_accept),
+                             int(max_tree_depth), method)
+    bar = tqdm(total=2 if predictive else 1, desc=f"NUTS {spec.name}", unit="step", disable=not progress)
     key_run, key_pred = jax.random.split(jax.random.PRNGKey(seed))
-    mcmc.run(key_run, data, priors, extra_fields=_EXTRA)
-    samples = mcmc.get_samples()
-    extra = mcmc.get_extra_fields(group_by_chain=True)
-    steps = np.asarray(extra["num_steps"])
-    stats = {"diverging": np.asarray(extra["diverging"]), "energy": np.asarray(extra["energy"]),
+    posterior, extra = nuts.sample(model, data, priors, key_run, settings)
+    bar.update()
+    steps = extra["num_steps"]
+    stats = {"diverging": extra["diverging"], "energy": extra["energy"],
              "n_steps": steps, "tree_depth": np.floor(np.log2(steps + 1)).astype(np.int64),
-             "acceptance_rate": np.asarray(extra["accept_prob"])}
+             "acceptance_rate": extra["accept_prob"]}
     ll = pp = None
     if predictive:
-        ll, pp = _predictive_groups(model, data, priors, samples, num_chains, key_pred)
-    return build_datatree(spec, data, posterior=_by_chain(samples, num_chains), sample_stats=stats,
+        flat = {k: v.reshape((-1,) + v.shape[2:]) for k, v in posterior.items()}
+        ll, pp = _predictive_groups(model, data, priors, flat, num_chains, key_pred)
+        bar.update()
+    bar.close()
+    return build_datatree(spec, data, posterior=posterior, sample_stats=stats,
                           log_likelihood=ll, posterior_predictive=pp,
                           attrs={"inference": "nuts", "inference_library": "numpyro", "seed": seed,
                                  "num_warmup": num_warmup, "chain_method": method})

@@ -104,11 +104,7 @@ def _entries() -> dict[str, CatalogueEntry]:
                               selection.OBSERVED, selection.SIZES)
 
     entries = [
-        sel("persona_selection"),
-        sel("response_bias"),
-        sel("trait_indicator"),
-        sel("similarity"),
-        sel("permuted_personas"),
+        *(sel(name) for name in selection.MODELS),
         CatalogueEntry("persona_mixture", "PSM with an ensemble of simultaneously active personas (one per episode)",
                        f"{_M}persona_mixture", both("persona_mixture", "persona_mixture"), MixturePriors, PSMData,
                        f"{_M}persona_mixture:simulate_data", ("w", "beta_sft", "beta_icl", "authorial_bias"), ("y",),

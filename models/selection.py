@@ -1,4 +1,4 @@
-"""The persona-selection family: data, priors and names shared by every backend.
+"""The persona-selection family: names and priors shared by every backend (data: :mod:`.selection_data`).
 
 The canonical persona-selection model (PSM, catalogue name
 ``persona_selection``): the Assistant is ONE latent persona ``k``.
@@ -9,7 +9,7 @@ The canonical persona-selection model (PSM, catalogue name
   normalised over ``k``;
 * runtime context: ``log q(k | D_sft, C) = log q(k | D_sft) + beta_icl * sum_shots log p(y | x, k)``;
 * prediction: ``log p(o | i, C) = log_softmax_o(log sum_k q(k | D_sft, C) p(o | i, k)
-  + authorial_bias * bias_direction[i, o] + response_bias[type(C)] * [o is Yes])``.
+  + authorial_bias * bias_direction[i, o] + drift[C] * [o is Yes])``.
 
 ``beta_sft`` and ``beta_icl`` are evidence strengths (exponents on the
 evidence), never temperatures on a persona's answers. With evidence count
@@ -18,9 +18,29 @@ condition ``c`` the posterior is ``softmax_k(log pi + beta_sft <S_c, L_k> +
 beta_icl <E_c, L_k>)``: SFT-only, ICL-only and SFT-then-ICL conditions are
 one model observed on different data.
 
-Nulls on the same :class:`SelectionData` (see :mod:`psm_bayes.models.selection_model`):
-``response_bias``, ``trait_indicator``, ``similarity``, ``permuted_personas``.
-Every model carries the response-bias (Yes offset per condition type) term.
+**Per-condition Yes/No drift** (every model of the family, PSM and nulls
+alike): each condition ``c`` other than ``base`` has its own Yes offset,
+pooled within its condition type ``g = type(c)`` (``icl-n<n>``,
+``sft-k<step>``, ``cross``) and written non-centred::
+
+    drift[c] = response_bias[g] + drift_sd[g] * drift_z[c],   drift_z[c] ~ Normal(0, 1)
+
+(``offset_c ~ Normal(mu_g, tau_g)`` with ``mu_g`` = ``response_bias``,
+``tau_g`` = ``drift_sd``); ``base`` conditions have none (the zero
+reference; their ``drift_z`` is unused and stays at its prior). The
+evaluation items are label-balanced (half match with Yes), so a Yes offset
+moves the matching log-odds of half the items up and half down, and is
+identified apart from the persona term, which moves them by trait.
+``Priors(condition_drift=False)`` leaves one offset per type only (the model
+before per-condition drift: the SBC fault and the with/without comparison).
+
+Nulls on the same data (see :mod:`psm_bayes.models.selection_model`):
+``response_bias`` (the drift term alone), ``trait_indicator``,
+``profile_similarity`` (a persona-profile / Yes-tendency kernel),
+``surface_similarity`` (similarity of the statement texts),
+``generic_shift`` (one shift of every item's matching answer), and
+``permuted_personas``; ``encompassing`` is PSM + surface similarity + drift
+and reports the persona term's share ``persona_weight``.
 
 Observations (either or both): sampled ``episodes`` (site ``y``, plate
 ``episode``, one Categorical per episode, so the pointwise log-likelihood is
@@ -32,389 +52,65 @@ effect ``item_sd * item_z[item]``).
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from functools import cached_property
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
-from psm_bayes.data import check_int_array
-from psm_bayes.validation import check_priors, fail
+from psm_bayes.models.selection_data import BASE_TYPE, SelectionData, profile_similarity
+from psm_bayes.validation import check_priors
 
-BASE_TYPE = "base"
-"""Condition type without a response-bias offset (the zero-shot / no-evidence reference)."""
+__all__ = ["BASE_TYPE", "DESCRIPTIONS", "DETERMINISTIC", "DIMS", "ENCOMPASSING", "LATENTS", "MODELS",
+           "NULL_MODELS", "OBSERVED", "PERSONA_MODELS", "Priors", "SIZES", "SelectionData", "profile_similarity"]
 
 PERSONA_MODELS: tuple[str, ...] = ("persona_selection", "permuted_personas")
-NULL_MODELS: tuple[str, ...] = ("response_bias", "trait_indicator", "similarity")
-MODELS: tuple[str, ...] = PERSONA_MODELS + NULL_MODELS
+NULL_MODELS: tuple[str, ...] = ("response_bias", "trait_indicator", "profile_similarity", "surface_similarity",
+                                "generic_shift")
+ENCOMPASSING = "encompassing"
+MODELS: tuple[str, ...] = PERSONA_MODELS + NULL_MODELS + (ENCOMPASSING,)
 
 OBSERVED: tuple[str, ...] = ("y", "logodds")
 DIMS: dict[str, list[str]] = {
     "prior_weights": ["persona"],
     "response_bias": ["condition_type"],
+    "drift_sd": ["condition_type"],
+    "drift_z": ["condition"],
+    "drift": ["condition"],
     "item_z": ["measured_item"],
     "y": ["episode"],
     "logodds": ["measurement"],
     "logodds_mean": ["measurement"],
 }
-DETERMINISTIC: tuple[str, ...] = ("logodds_mean",)
+DETERMINISTIC: tuple[str, ...] = ("logodds_mean", "drift", "persona_weight")
+_NOISE = ("response_bias", "drift_sd", "item_sd", "logodds_sd")
 # main parameters of each model (recovery / SBC / contraction); present when the data supports them
 LATENTS: dict[str, tuple[str, ...]] = {
-    "persona_selection": ("beta_sft", "beta_icl", "response_bias"),
-    "permuted_personas": ("beta_sft", "beta_icl", "response_bias"),
-    "response_bias": ("response_bias",),
-    "trait_indicator": ("same_trait_shift", "other_trait_shift", "response_bias"),
-    "similarity": ("similarity_shift", "response_bias"),
+    "persona_selection": ("beta_sft", "beta_icl") + _NOISE,
+    "permuted_personas": ("beta_sft", "beta_icl") + _NOISE,
+    "response_bias": _NOISE,
+    "trait_indicator": ("same_trait_shift", "other_trait_shift") + _NOISE,
+    "profile_similarity": ("profile_shift",) + _NOISE,
+    "surface_similarity": ("surface_shift",) + _NOISE,
+    "generic_shift": ("generic_shift",) + _NOISE,
+    "encompassing": ("beta_sft", "beta_icl", "surface_shift", "persona_weight") + _NOISE,
 }
 SIZES: dict[str, Any] = {"n_personas": 3, "n_traits": 2, "n_eval": 4, "n_shot_items": 4, "shots": (2,),
                          "sft_episodes": 4, "observation": "both", "n_episodes": 5}
 """Small default design of :func:`psm_bayes.models.selection_simulate.simulate` (quick SBC / smoke runs):
-ICL, SFT and SFT-then-ICL conditions observed as episodes and as log-odds, so every latent of
-:data:`LATENTS` and both observed sites exist."""
+ICL, SFT and cross (SFT, then opposite-pole shots) conditions observed as episodes and as log-odds, so
+every latent of :data:`LATENTS` and both observed sites exist."""
 DESCRIPTIONS: dict[str, str] = {
     "persona_selection": "canonical PSM: one latent persona, SFT and in-context evidence in one posterior",
     "permuted_personas": "PSM with persona labels shuffled independently within each trait (null)",
-    "response_bias": "null: a Yes offset per condition type on each item's zero-shot answers, nothing else",
+    "response_bias": "null: each item's zero-shot answers plus the per-condition Yes drift, nothing else",
     "trait_indicator": "null: same-trait and other-trait items shift by separate constants",
-    "similarity": "null: an item's shift grows with its similarity to the evidence items",
+    "profile_similarity": "null: an item's shift grows with its persona-profile (Yes-tendency) similarity to "
+                          "the evidence items",
+    "surface_similarity": "null: an item's shift grows with the similarity of its statement text to the "
+                          "evidence statements (LM hidden states, Yes/No sign projected out)",
+    "generic_shift": "null: one shift of the matching answer for every item of a condition, whatever its trait",
+    "encompassing": "PSM + surface similarity + drift; persona_weight = the persona term's share of the shift",
 }
-
-
-def _float_array(value, name: str, shape: tuple[int, ...]) -> np.ndarray:
-    a = np.asarray(value, dtype=float)
-    if a.shape != shape:
-        fail(name, f"expected shape {shape}, got {a.shape}")
-    if not np.isfinite(a).all():
-        fail(name, f"expected finite values, found {int((~np.isfinite(a)).sum())} non-finite")
-    return a
-
-
-def _counts(value, name: str, shape: tuple[int, ...]) -> np.ndarray:
-    if value is None:
-        return np.zeros(shape, dtype=np.int64)
-    a = np.asarray(value)
-    if a.shape != shape:
-        fail(name, f"expected shape {shape} (condition, item, option), got {a.shape}")
-    flat = check_int_array(a.reshape(-1), name, a.size, what="counts")
-    return flat.reshape(shape)
-
-
-def _ids(value, name: str, n: int, prefix: str) -> tuple[str, ...]:
-    ids = tuple(str(v) for v in value) if len(value) else tuple(f"{prefix}{j}" for j in range(n))
-    if len(ids) != n:
-        fail(name, f"expected {n} ids, got {len(ids)}")
-    if len(set(ids)) != n:
-        fail(name, "expected unique ids")
-    return ids
-
-
-def _index(value, name: str, ids: tuple[str, ...], n: int | None = None, match: str = "") -> np.ndarray:
-    """Indices into ``ids`` from ids (strings) or integer indices; shape ``(n,)``."""
-    a = np.asarray(value)
-    if a.ndim != 1:
-        fail(name, f"expected a 1-d array, got shape {a.shape}")
-    if a.dtype.kind in "OUS":
-        lookup = {k: j for j, k in enumerate(ids)}
-        missing = sorted({str(v) for v in a.tolist() if str(v) not in lookup})
-        if missing:
-            fail(name, f"unknown id(s) {missing[:5]}; expected one of {list(ids)[:10]}")
-        a = np.array([lookup[str(v)] for v in a.tolist()], dtype=np.int64)
-    out = check_int_array(a, name, a.shape[0] if n is None else n, what="indices", match=match)
-    if out.size and out.max() >= len(ids):
-        fail(name, f"expected indices < {len(ids)}, found {int(out.max())}")
-    return out
-
-
-@dataclass(frozen=True)
-class SelectionData:
-    """Everything every model of the persona-selection family conditions on.
-
-    Integer index fields also accept ids (``conditions`` / ``items``); all
-    arrays are validated at construction and errors name the field.
-
-    Parameters
-    ----------
-    loglik : array or xarray.DataArray, shape (persona, item, option)
-        ``log p(o | i, k)`` from the base model, normalised over options (an
-        xarray ``DataArray`` with dims ``persona, item, option`` supplies ids).
-    yes_option, matching_option : array of int, shape (item,)
-        The option that says "Yes" (response-bias term) and the option that
-        matches the item's trait (the measured log-odds are of this option).
-    conditions : sequence of str
-        Condition ids (the ``condition`` coordinate).
-    condition_type : sequence of str
-        One label per condition; each label other than ``"base"`` has its own
-        Yes offset ``response_bias[type]``.
-    sft_evidence, icl_evidence : array of int, shape (condition, item, option), optional
-        How many SFT episodes / in-context shots of each condition gave item
-        ``i`` answer ``o`` (default none).
-    personas, items, options : sequence of str, optional
-        Ids (default ``p0.., i0.., o0..``, or the DataArray's coordinates).
-    prior_weights : array, shape (persona,), optional
-        Pre-training prior; ``None`` makes it latent (``prior_weights`` site).
-    bias_direction : array, shape (item, option), optional
-        Direction of the persona models' shared ``authorial_bias``.
-    item_trait : sequence of str, shape (item,), optional
-        Trait of each item (``trait_indicator``; ``permuted_personas``
-        permutes within traits, per item when absent).
-    similarity : array, shape (item, item), optional
-        Similarity of each item to each evidence item (``similarity``).
-    episode_condition, episode_item, episode_option, episode_count : arrays, shape (row,), optional
-        Sampled episodes as rows with integer counts (>= 1); ``episode_option``
-        ``None`` asks for the prior predictive.
-    measurement_condition, measurement_item, logodds : arrays, shape (measurement,), optional
-        Real-LLM log-odds of the matching answer; ``logodds`` ``None`` asks
-        for the prior predictive.
-    """
-
-    loglik: Any
-    yes_option: Any
-    matching_option: Any
-    conditions: tuple[str, ...]
-    condition_type: tuple[str, ...]
-    sft_evidence: Any = None
-    icl_evidence: Any = None
-    personas: tuple[str, ...] = ()
-    items: tuple[str, ...] = ()
-    options: tuple[str, ...] = ()
-    prior_weights: Any = None
-    bias_direction: Any = None
-    item_trait: tuple[str, ...] | None = None
-    similarity: Any = None
-    episode_condition: Any = None
-    episode_item: Any = None
-    episode_option: Any = None
-    episode_count: Any = None
-    measurement_condition: Any = None
-    measurement_item: Any = None
-    logodds: Any = None
-
-    def __post_init__(self) -> None:
-        s = lambda name, v: object.__setattr__(self, name, v)  # noqa: E731
-        L = self.loglik
-        if hasattr(L, "dims") and hasattr(L, "coords"):
-            if tuple(L.dims) != ("persona", "item", "option"):
-                fail("loglik", f"expected dims ('persona', 'item', 'option'), got {tuple(L.dims)}")
-            for dim in ("persona", "item", "option"):
-                if not getattr(self, dim + "s") and dim in L.coords:
-                    s(dim + "s", tuple(str(v) for v in L.coords[dim].values))
-            L = L.values
-        L = np.asarray(L, dtype=float)
-        if L.ndim != 3 or min(L.shape) < 1 or L.shape[2] < 2:
-            fail("loglik", f"expected a (persona, item, option) array with >= 2 options, got shape {L.shape}")
-        L = _float_array(L, "loglik", L.shape)
-        K, I, O = L.shape
-        norm = np.log(np.exp(L).sum(-1))
-        if np.abs(norm).max() > 1e-6:
-            k, i = np.unravel_index(np.abs(norm).argmax(), norm.shape)
-            fail("loglik", f"expected log-probabilities normalised over options (log_softmax), but "
-                            f"persona {k} item {i} sums to exp({norm[k, i]:.3g})")
-        s("loglik", L)
-        s("personas", _ids(self.personas, "personas", K, "p"))
-        s("items", _ids(self.items, "items", I, "i"))
-        s("options", _ids(self.options, "options", O, "o"))
-        for name in ("yes_option", "matching_option"):
-            v = check_int_array(getattr(self, name), name, I, what="option indices", match="items")
-            if v.size and v.max() >= O:
-                fail(name, f"expected option indices < {O}, found {int(v.max())}")
-            s(name, v)
-        conditions = _ids(tuple(self.conditions), "conditions", len(tuple(self.conditions)), "c")
-        if not conditions:
-            fail("conditions", "expected at least one condition")
-        s("conditions", conditions)
-        C = len(conditions)
-        ctype = tuple(str(t) for t in self.condition_type)
-        if len(ctype) != C:
-            fail("condition_type", f"expected {C} labels (one per condition), got {len(ctype)}")
-        s("condition_type", ctype)
-        s("sft_evidence", _counts(self.sft_evidence, "sft_evidence", (C, I, O)))
-        s("icl_evidence", _counts(self.icl_evidence, "icl_evidence", (C, I, O)))
-        if self.prior_weights is not None:
-            pw = _float_array(self.prior_weights, "prior_weights", (K,))
-            if (pw <= 0).any() or abs(pw.sum() - 1) > 1e-6:
-                fail("prior_weights", f"expected positive weights summing to 1, got sum {pw.sum():.6g}")
-            s("prior_weights", pw)
-        if self.bias_direction is not None:
-            s("bias_direction", _float_array(self.bias_direction, "bias_direction", (I, O)))
-        if self.item_trait is not None:
-            trait = tuple(str(t) for t in self.item_trait)
-            if len(trait) != I:
-                fail("item_trait", f"expected {I} labels (one per item), got {len(trait)}")
-            s("item_trait", trait)
-        if self.similarity is not None:
-            s("similarity", _float_array(self.similarity, "similarity", (I, I)))
-        self._check_rows("episode", ("condition", "item", "option", "count"))
-        self._check_rows("measurement", ("condition", "item"))
-
-    def _check_rows(self, kind: str, cols: tuple[str, ...]) -> None:
-        names = [f"{kind}_{c}" for c in cols]
-        if getattr(self, names[0]) is None:
-            for n in names[1:] + (["logodds"] if kind == "measurement" else []):
-                if getattr(self, n) is not None:
-                    fail(n, f"given without {names[0]}")
-            return
-        cond = _index(getattr(self, names[0]), names[0], self.conditions)
-        n = cond.shape[0]
-        object.__setattr__(self, names[0], cond)
-        if getattr(self, names[1]) is None:
-            fail(names[1], f"required with {names[0]}")
-        object.__setattr__(self, names[1], _index(getattr(self, names[1]), names[1], self.items, n, names[0]))
-        if kind == "episode":
-            opt = self.episode_option
-            if opt is not None:
-                opt = check_int_array(opt, "episode_option", n, match="episode_condition")
-                if n and opt.max() >= len(self.options):
-                    fail("episode_option", f"expected option indices < {len(self.options)}, found {opt.max()}")
-            cnt = np.ones(n, np.int64) if self.episode_count is None else check_int_array(
-                self.episode_count, "episode_count", n, what="counts", match="episode_condition")
-            if n and cnt.min() < 1:
-                fail("episode_count", "expected integer counts >= 1")
-            object.__setattr__(self, "episode_option", opt)
-            object.__setattr__(self, "episode_count", cnt)
-        elif self.logodds is not None:
-            object.__setattr__(self, "logodds", _float_array(self.logodds, "logodds", (n,)))
-
-    # ------------------------------------------------------------------ sizes
-    @property
-    def n_personas(self) -> int:
-        return self.loglik.shape[0]
-
-    @property
-    def n_items(self) -> int:
-        return self.loglik.shape[1]
-
-    @property
-    def n_conditions(self) -> int:
-        return len(self.conditions)
-
-    @property
-    def has_episodes(self) -> bool:
-        return self.episode_condition is not None
-
-    @property
-    def has_measurements(self) -> bool:
-        return self.measurement_condition is not None
-
-    @property
-    def has_sft(self) -> bool:
-        return bool(self.sft_evidence.any())
-
-    @property
-    def has_icl(self) -> bool:
-        return bool(self.icl_evidence.any())
-
-    # ---------------------------------------------------------- derived data
-    @cached_property
-    def bias_types(self) -> tuple[str, ...]:
-        """Condition types with a free Yes offset (all but ``"base"``), in order of appearance."""
-        return tuple(dict.fromkeys(t for t in self.condition_type if t != BASE_TYPE))
-
-    @cached_property
-    def type_matrix(self) -> np.ndarray:
-        """``(condition, condition_type)`` one-hot rows (zero rows for ``"base"`` conditions)."""
-        T = np.zeros((self.n_conditions, len(self.bias_types)))
-        for c, t in enumerate(self.condition_type):
-            if t != BASE_TYPE:
-                T[c, self.bias_types.index(t)] = 1.0
-        return T
-
-    def onehot(self, option: np.ndarray) -> np.ndarray:
-        """``(item, option)`` indicator of ``option[i]`` for each item."""
-        out = np.zeros(self.loglik.shape[1:])
-        out[np.arange(self.n_items), option] = 1.0
-        return out
-
-    @cached_property
-    def episodes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Rows expanded to one entry per episode: (condition, item, option or None)."""
-        rep = self.episode_count
-        opt = None if self.episode_option is None else np.repeat(self.episode_option, rep)
-        return np.repeat(self.episode_condition, rep), np.repeat(self.episode_item, rep), opt
-
-    @cached_property
-    def measured_items(self) -> tuple[np.ndarray, np.ndarray]:
-        """(unique measured item indices, position of each measurement's item among them)."""
-        uniq, pos = np.unique(self.measurement_item, return_inverse=True)
-        return uniq, pos
-
-    @cached_property
-    def evidence_net(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(net[c, i], total[c])``: matching minus other answers per evidence item, and all evidence counts."""
-        ev = (self.sft_evidence + self.icl_evidence).astype(float)
-        sign = 2.0 * self.onehot(self.matching_option) - 1.0
-        return np.einsum("cio,io->ci", ev, sign), ev.sum((1, 2))
-
-    def null_features(self, name: str) -> np.ndarray:
-        """``(feature, condition, item)`` evidence features of a null, before dividing by ``total + half_dose``.
-
-        ``trait_indicator``: net matching evidence of the item's own trait and
-        of the other traits; ``similarity``: similarity-weighted net evidence.
-        """
-        net, _ = self.evidence_net
-        if name == "trait_indicator":
-            if self.item_trait is None:
-                fail("item_trait", "required by the trait_indicator model")
-            tr = np.asarray(self.item_trait, dtype=object)
-            same = (tr[:, None] == tr[None, :]).astype(float)
-            mats = [same, 1.0 - same]
-        elif name == "similarity":
-            if self.similarity is None:
-                fail("similarity", "required by the similarity model")
-            mats = [self.similarity]
-        else:
-            raise ValueError(f"name: no evidence features for model {name!r}")
-        return np.stack([np.einsum("ji,ci->cj", A, net) for A in mats])
-
-    def permuted_loglik(self, seed: int) -> np.ndarray:
-        """The persona table with persona labels permuted independently per trait (per item without traits)."""
-        rng = np.random.default_rng(seed)
-        groups = self.item_trait if self.item_trait is not None else self.items
-        out = self.loglik.copy()
-        for g in dict.fromkeys(groups):
-            cols = [i for i, t in enumerate(groups) if t == g]
-            out[:, cols] = self.loglik[rng.permutation(self.n_personas)][:, cols]
-        return out
-
-    # ------------------------------------------------------- spec callables
-    def replace(self, **changes) -> "SelectionData":
-        """A validated copy with ``changes``."""
-        return dataclasses.replace(self, **changes)
-
-    def coords(self) -> dict[str, list]:
-        """ArviZ coordinates of every dim the models use."""
-        out = {"persona": list(self.personas), "item": list(self.items), "option": list(self.options),
-               "condition": list(self.conditions), "condition_type": list(self.bias_types)}
-        if self.has_episodes:
-            out["episode"] = list(range(int(self.episode_count.sum())))
-        if self.has_measurements:
-            out["measurement"] = list(range(len(self.measurement_condition)))
-            out["measured_item"] = [self.items[j] for j in self.measured_items[0]]
-        return out
-
-    def unobserve(self) -> "SelectionData":
-        """The same design with observations removed (prior / posterior predictive)."""
-        return self.replace(episode_option=None, logodds=None)
-
-    def observed_values(self) -> dict[str, np.ndarray]:
-        """Observed arrays per site (``y`` per episode, ``logodds`` per measurement)."""
-        out = {}
-        if self.has_episodes and self.episode_option is not None:
-            out["y"] = self.episodes[2]
-        if self.has_measurements and self.logodds is not None:
-            out["logodds"] = self.logodds
-        return out
-
-    def with_observed(self, values: Mapping[str, Any]) -> "SelectionData":
-        """Copy whose observed sites take ``values`` (inverse of :meth:`observed_values`; episodes one per row)."""
-        changes: dict[str, Any] = {}
-        if "y" in values:
-            cond, item, _ = self.episodes
-            changes.update(episode_condition=cond, episode_item=item, episode_count=None,
-                           episode_option=np.asarray(values["y"]))
-        if "logodds" in values:
-            changes["logodds"] = np.asarray(values["logodds"], dtype=float)
-        return self.replace(**changes)
 
 
 @dataclass(frozen=True)
@@ -430,7 +126,12 @@ class Priors:
     bias_scale : float
         ``authorial_bias ~ Normal(0, bias_scale)``.
     response_bias_scale : float
-        ``response_bias[type] ~ Normal(0, response_bias_scale)`` (logits of Yes).
+        ``response_bias[type] ~ Normal(0, response_bias_scale)``: the mean Yes offset (logit) of a type.
+    drift_sd_scale : float
+        ``drift_sd[type] ~ HalfNormal(drift_sd_scale)``: the sd of the conditions' Yes offsets within a type
+        (2 nats: LoRA runs of one checkpoint were measured to differ by up to ~4 nats).
+    condition_drift : bool
+        Per-condition offsets (default); ``False``: one offset per type (no ``drift_sd`` / ``drift_z``).
     shift_scale : float
         Null shift coefficients ``~ Normal(0, shift_scale)`` (log-odds of the matching answer).
     half_dose_loc, half_dose_scale : float
@@ -448,6 +149,8 @@ class Priors:
     beta_scale: float = 1.0
     bias_scale: float = 1.0
     response_bias_scale: float = 2.0
+    drift_sd_scale: float = 2.0
+    condition_drift: bool = True
     shift_scale: float = 2.0
     half_dose_loc: float = float(np.log(4.0))
     half_dose_scale: float = 1.0
@@ -457,4 +160,5 @@ class Priors:
     permutation_seed: int = 0
 
     def __post_init__(self) -> None:
-        check_priors(self, real=("beta_loc", "half_dose_loc", "permutation_seed"), optional=("logodds_df",))
+        check_priors(self, real=("beta_loc", "half_dose_loc", "permutation_seed"), optional=("logodds_df",),
+                     flags=("condition_drift",))

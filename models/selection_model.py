@@ -16,11 +16,18 @@ Per condition ``c`` every model builds logits ``eta[c, i, o]`` and answers
 * nulls: ``eta = log sum_k pi_k p(o | i, k) + shift[c, i] * [o matches]``, the
   item's zero-shot (no-evidence) answers plus a shift of the matching answer:
   none (``response_bias``), ``(same_trait_shift * net_same + other_trait_shift
-  * net_other) / (n_c + half_dose)`` (``trait_indicator``) or
-  ``similarity_shift * (similarity @ net) / (n_c + half_dose)`` (``similarity``),
-  where ``net`` counts matching minus other evidence answers per item and
-  ``n_c`` all evidence of the condition;
-* every model adds ``response_bias[type(c)] * [o is Yes]``.
+  * net_other) / (n_c + half_dose)`` (``trait_indicator``),
+  ``profile_shift * (profile_similarity @ net) / (n_c + half_dose)``
+  (``profile_similarity``), ``surface_shift * (surface_similarity @ net) /
+  (n_c + half_dose)`` (``surface_similarity``) or ``generic_shift * sum(net) /
+  (n_c + half_dose)`` (``generic_shift``: every item alike), where ``net``
+  counts matching minus other evidence answers per item and ``n_c`` all
+  evidence of the condition;
+* ``encompassing``: the PSM's ``eta`` plus the ``surface_similarity`` shift
+  (see :func:`persona_share` for its ``persona_weight``);
+* every model adds ``drift[c] * [o is Yes]``, the per-condition Yes offset
+  ``drift[c] = response_bias[type(c)] + drift_sd[type(c)] * drift_z[c]``
+  (:func:`drift_offsets`; none on ``base`` conditions).
 """
 
 from __future__ import annotations
@@ -31,12 +38,15 @@ from typing import Any, Callable
 import numpy as np
 
 from psm_bayes.models import maths
-from psm_bayes.models.selection import MODELS, PERSONA_MODELS, Priors, SelectionData
+from psm_bayes.models.selection import ENCOMPASSING, MODELS, PERSONA_MODELS, Priors, SelectionData
 
 NULL_SHIFTS: dict[str, tuple[str, ...]] = {
     "trait_indicator": ("same_trait_shift", "other_trait_shift"),
-    "similarity": ("similarity_shift",),
+    "profile_similarity": ("profile_shift",),
+    "surface_similarity": ("surface_shift",),
+    "generic_shift": ("generic_shift",),
 }
+"""Null model (evidence features of :meth:`SelectionData.null_features`) -> its shift coefficient sites."""
 
 
 @dataclass(frozen=True)
@@ -76,10 +86,10 @@ def mixture_log_probs(P: PPL, log_q, L):
     return P.ops.logsumexp(log_q[:, :, None, None] + L[None], 1)
 
 
-def option_log_probs(P: PPL, eta, yes, type_matrix, response_bias=None, bias=None, bias_direction=None):
-    """``log_softmax_o`` of ``eta`` plus the Yes offset of each condition's type and the authorial bias."""
-    if response_bias is not None:
-        eta = eta + P.einsum("cg,g->c", type_matrix, response_bias)[:, None, None] * yes[None]
+def option_log_probs(P: PPL, eta, yes, drift=None, bias=None, bias_direction=None):
+    """``log_softmax_o`` of ``eta`` plus each condition's Yes offset ``drift[c]`` and the authorial bias."""
+    if drift is not None:
+        eta = eta + drift[:, None, None] * yes[None]
     if bias is not None:
         eta = eta + bias * bias_direction[None]
     return P.ops.log_softmax(eta, -1)
@@ -106,16 +116,64 @@ def _persona_core(P: PPL, pr: Priors, data: SelectionData, log_pi, L):
     return mixture_log_probs(P, log_q, L)
 
 
-def _null_core(P: PPL, pr: Priors, name: str, data: SelectionData, log_pi, L):
+def evidence_shift(P: PPL, pr: Priors, name: str, data: SelectionData):
+    """``shift[c, i]`` of the matching answer of null ``name`` (sampling ``half_dose`` and its coefficients)."""
     d, t = P.dist, P.asarray
-    base = mixture_log_probs(P, log_pi[None, :], L)
-    if name not in NULL_SHIFTS:
-        return base
     half = P.sample("half_dose", d.LogNormal(t(pr.half_dose_loc), t(pr.half_dose_scale)))
     coef = P.ops.stack([P.sample(n, d.Normal(t(0.0), t(pr.shift_scale))) for n in NULL_SHIFTS[name]])
     total = t(data.evidence_net[1])
-    shift = P.einsum("f,fci->ci", coef, t(data.null_features(name))) / (total + half)[:, None]
-    return base + shift[:, :, None] * t(data.onehot(data.matching_option))[None]
+    return P.einsum("f,fci->ci", coef, t(data.null_features(name))) / (total + half)[:, None]
+
+
+def drift_offsets(P: PPL, pr: Priors, data: SelectionData):
+    """``drift[c]``, the Yes offset of each condition (``None`` when every condition is ``base``).
+
+    ``drift[c] = response_bias[g] + drift_sd[g] * drift_z[c]`` with ``g =
+    type(c)`` (non-centred hierarchy); zero on ``base`` conditions. With
+    ``pr.condition_drift`` off: ``response_bias[g]`` alone.
+    """
+    if not data.bias_types:
+        return None
+    d, t = P.dist, P.asarray
+    T = t(data.type_matrix)
+    with P.plate("condition_type", len(data.bias_types)):
+        rb = P.sample("response_bias", d.Normal(t(0.0), t(pr.response_bias_scale)))
+        sd = P.sample("drift_sd", d.HalfNormal(t(pr.drift_sd_scale))) if pr.condition_drift else None
+    drift = P.einsum("cg,g->c", T, rb)
+    if sd is not None:
+        with P.plate("condition", data.n_conditions):
+            z = P.sample("drift_z", d.Normal(t(0.0), t(1.0)))
+        drift = drift + P.einsum("cg,g->c", T, sd) * z
+    return P.deterministic("drift", drift)
+
+
+def persona_share(P: PPL, data: SelectionData, base, persona, surface, match, other_mask):
+    """``persona_weight``: the persona term's share of the evidence-driven change of the matching log-odds.
+
+    Over every observed (condition, item) pair, ``d_p`` is the change the
+    persona term makes (PSM's mixture minus the zero-shot answers ``base``)
+    and ``d_s`` the change the surface term adds on top of it; the weight is
+    ``sum d_p^2 / (sum d_p^2 + sum d_s^2)`` in ``[0, 1]``.
+
+    Why a share and not a sampled mixing weight: in ``w * persona + (1 - w)
+    * surface_shift * features`` only the product ``(1 - w) * surface_shift``
+    enters the likelihood, and ``w`` trades off against ``beta`` along the
+    persona term's saturating dose-response, so a sampled ``w`` is not
+    identified. The share is a deterministic function of ``beta_sft``,
+    ``beta_icl``, ``surface_shift`` and ``half_dose``, which the label-balanced
+    design identifies (the persona term moves items by the persona table,
+    the surface term by text similarity), so it inherits their calibration:
+    the SBC of ``encompassing`` ranks it like any other parameter.
+    """
+    cond, item = data.observed_pairs
+    if not len(cond):
+        cond, item = (a.ravel() for a in np.indices((data.n_conditions, data.n_items)))
+    lo = lambda eta: matching_logodds(P, eta, match, other_mask)  # noqa: E731  (normalising cancels)
+    with_persona = lo(persona)
+    d_p = (with_persona - lo(base))[P.index(cond), P.index(item)]
+    d_s = (lo(persona + surface) - with_persona)[P.index(cond), P.index(item)]
+    ss_p, ss_s = (d_p ** 2).sum(), (d_s ** 2).sum()
+    return P.deterministic("persona_weight", ss_p / (ss_p + ss_s + 1e-12))
 
 
 def log_probs(P: PPL, name: str, data: SelectionData, priors: Priors | None):
@@ -131,19 +189,23 @@ def log_probs(P: PPL, name: str, data: SelectionData, priors: Priors | None):
     else:
         pi = t(data.prior_weights)
     log_pi = P.ops.log(pi)
+    base = mixture_log_probs(P, log_pi[None, :], L)
+    match = data.onehot(data.matching_option)
     bias = None
-    if name in PERSONA_MODELS:
+    if name in PERSONA_MODELS or name == ENCOMPASSING:
         eta = _persona_core(P, pr, data, log_pi, L)
         if data.bias_direction is not None:
             bias = P.sample("authorial_bias", d.Normal(t(0.0), t(pr.bias_scale)))
+        if name == ENCOMPASSING:
+            surface = evidence_shift(P, pr, "surface_similarity", data)[:, :, None] * t(match)[None]
+            persona_share(P, data, base, eta, surface, t(match), t(np.where(match > 0, -np.inf, 0.0)))
+            eta = eta + surface
+    elif name in NULL_SHIFTS:
+        eta = base + evidence_shift(P, pr, name, data)[:, :, None] * t(match)[None]
     else:
-        eta = _null_core(P, pr, name, data, log_pi, L)
+        eta = base
     eta = eta + t(np.zeros((data.n_conditions, 1, 1)))
-    rb = None
-    if data.bias_types:
-        with P.plate("condition_type", len(data.bias_types)):
-            rb = P.sample("response_bias", d.Normal(t(0.0), t(pr.response_bias_scale)))
-    return option_log_probs(P, eta, t(data.onehot(data.yes_option)), t(data.type_matrix), rb, bias,
+    return option_log_probs(P, eta, t(data.onehot(data.yes_option)), drift_offsets(P, pr, data), bias,
                             None if bias is None else t(data.bias_direction))
 
 

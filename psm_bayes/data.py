@@ -143,6 +143,8 @@ class LogLikTable:
             if dim not in v.coords:
                 fail(f"loglik.{dim}", "expected a coordinate of string ids")
             check_unique([str(c) for c in v.coords[dim].values], f"loglik.{dim}")
+        if v.dtype.kind not in "biuf":
+            fail("loglik", f"expected numbers (log-probabilities), got values of type {v.dtype}")
         arr = np.asarray(v.values, dtype=float)
         check_finite(arr, "loglik")
         if (arr > 1e-6).any():

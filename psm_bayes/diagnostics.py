@@ -2,7 +2,8 @@
 
 Draws: :func:`draws` (the one flattener of ``(chain, draw, ...)`` arrays).
 Numbers: :func:`summary` (means, intervals, R-hat, bulk/tail ESS, MCSE),
-:func:`divergences`, :func:`check` (a pass/fail verdict), :func:`loo` and
+:func:`divergences`, :func:`broken_fit` (missing groups, non-finite draws,
+constant chains), :func:`check` (a pass/fail verdict), :func:`loo` and
 :func:`compare`. Plots (saved as PNG, headless): :func:`plot_trace`,
 :func:`plot_rank`, :func:`plot_forest`, :func:`plot_ppc`, and
 :func:`save_plots` for all of them at once.
@@ -22,7 +23,10 @@ from psm_bayes.io import atomic_path
 
 
 def _az():
+    from psm_bayes.integrity import use_cache_root
+
     os.environ.setdefault("MPLBACKEND", "Agg")
+    use_cache_root()
     import arviz as az
 
     return az
@@ -84,21 +88,58 @@ def divergences(dt) -> int:
 
 @dataclass(frozen=True)
 class Verdict:
-    """Outcome of :func:`check`."""
+    """Outcome of :func:`check`.
+
+    ``broken`` lists the problems that make the fit unusable (:func:`broken_fit`: non-finite draws, constant
+    chains, missing groups); they are also in ``problems``.
+    """
 
     ok: bool
     max_rhat: float
     min_ess_bulk: float
     divergences: int
     problems: tuple[str, ...]
+    broken: tuple[str, ...] = ()
+
+
+def broken_fit(dt, var_names: Sequence[str] | None = None) -> list[str]:
+    """What makes a fit unusable, one named problem each: missing groups, non-finite draws, constant chains.
+
+    Groups a fit of ``psm-bayes fit`` has: ``posterior``, ``observed_data``,
+    ``log_likelihood`` and ``posterior_predictive``, and ``sample_stats`` unless
+    it is an SVI fit (group ``svi``). Every posterior and log-likelihood value
+    must be finite, and no chain of a summarised variable may stay at one value.
+    """
+    need = ["posterior", "observed_data", "log_likelihood", "posterior_predictive"]
+    need += [] if "svi" in dt.children else ["sample_stats"]
+    out = [f"missing group {g!r} (a fit written by `psm-bayes fit` has it"
+           + ("; fit with predictive=True)" if g in ("log_likelihood", "posterior_predictive") else ")")
+           for g in need if g not in dt.children]
+    for group in ("posterior", "log_likelihood"):
+        for name, v in (dt[group].data_vars.items() if group in dt.children else ()):
+            x = np.asarray(v.values, dtype=float)
+            bad = x.size - int(np.isfinite(x).sum())
+            if bad:
+                out.append(f"{group} {name!r}: {bad} of {x.size} values are not finite (NaN or infinite)")
+    if "posterior" in dt.children:
+        post = dt["posterior"]
+        for name in _var_names(dt, var_names):
+            x = np.asarray(post[name].values, dtype=float).reshape(post.sizes["chain"], post.sizes["draw"], -1)
+            stuck = [c for c in range(x.shape[0]) if x.shape[1] > 1 and np.all(np.ptp(x[c], axis=0) == 0)]
+            if stuck:
+                out.append(f"posterior {name!r}: chain(s) {stuck} never move (every draw the same)")
+    return out
 
 
 def check(dt, var_names: Sequence[str] | None = None, max_rhat: float = 1.01, min_ess: float = 400.0) -> Verdict:
-    """Pass/fail convergence check: R-hat, bulk ESS and divergences.
+    """Pass/fail check: a usable fit (:func:`broken_fit`), then R-hat, bulk ESS and divergences.
 
     R-hat is undefined for a single chain (SVI draws): it is then reported as
-    NaN and not held against the fit.
+    NaN and not held against the fit. A broken fit gets NaN R-hat and ESS.
     """
+    broken = broken_fit(dt, var_names)
+    if broken:
+        return Verdict(False, float("nan"), float("nan"), divergences(dt), tuple(broken), tuple(broken))
     s = summary(dt, var_names)
     rhat = float(np.nanmax(s["r_hat"].astype(float))) if s["r_hat"].notna().any() else float("nan")
     ess = float(np.nanmin(s["ess_bulk"].astype(float)))

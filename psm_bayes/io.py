@@ -173,7 +173,7 @@ def prepare_output_dir(path: str | Path, *, command: str, flag: str = "--out", o
         if not (resume or overwrite):
             raise OutputError(f"{flag}: folder {str(path)!r} already holds psm-bayes output; pass --overwrite "
                               "to replace the files this command writes (other files are kept)")
-    check_writable(path, flag)
+    check_writable(path / DIR_MARKER if path.is_dir() else path, flag)  # an existing folder: inside it
     return mark_dir(path, command)
 
 

@@ -22,6 +22,16 @@ MAX_LINES = 500
 # modules that the model layer may import besides itself: data containers and validators
 MODEL_MAY_IMPORT = ("psm_bayes.data", "psm_bayes.validation", "psm_bayes.models")
 INFERENCE_MAY_IMPORT_FROM_MODELS = ("psm_bayes.models.base",)
+# inside experiments: measurement stages, analysis and output; a sub-package imports none of those listed
+EXPERIMENT_SUBLAYERS = {
+    "psm_bayes.experiments.measure": ("psm_bayes.experiments.analysis", "psm_bayes.experiments.output"),
+    "psm_bayes.experiments.analysis": ("psm_bayes.experiments.output",),
+}
+# module-level import cycles allowed, each with its reason (every other cycle between modules fails)
+ALLOWED_MODULE_CYCLES = [
+    # SBCResult.save() is a convenience method that imports sbc.store lazily; store builds SBCResult on load
+    ["psm_bayes.sbc.plots", "psm_bayes.sbc.result", "psm_bayes.sbc.store"],
+]
 
 
 def library_modules(root: Path) -> dict[str, Path]:
@@ -91,6 +101,10 @@ def violations(root: Path) -> list[str]:
                 bad.append(f"{mod} imports {dep}: llm imports neither models nor experiments")
             if node != "psm_bayes.cli" and dep.startswith("psm_bayes.cli"):
                 bad.append(f"{mod} imports {dep}: only the CLI imports the CLI")
+            for sub, banned in EXPERIMENT_SUBLAYERS.items():
+                if (mod == sub or mod.startswith(sub + ".")) and dep.startswith(banned):
+                    bad.append(f"{mod} imports {dep}: measurement stages import neither analysis nor output, "
+                               "analysis imports no output")
     # cycles between packages (strongly connected components of the package graph)
     pkg_graph: dict[str, set[str]] = defaultdict(set)
     for mod, deps in graph.items():
@@ -99,6 +113,10 @@ def violations(root: Path) -> list[str]:
                 pkg_graph[layer(mod)].add(layer(dep))
     for cycle in _cycles(pkg_graph):
         bad.append("package cycle between " + ", ".join(cycle))
+    # cycles between modules (lazy imports count), e.g. a fits <-> refits circle inside one package
+    for cycle in _cycles(graph):
+        if cycle not in ALLOWED_MODULE_CYCLES:
+            bad.append("module cycle between " + ", ".join(cycle))
     return bad
 
 
@@ -151,6 +169,13 @@ GOOD_TREE = {
     "psm_bayes/cli/__init__.py": "from psm_bayes.inference import fit\n",
     "psm_bayes/llm/__init__.py": "",
     "psm_bayes/experiments/__init__.py": "from psm_bayes.llm import scorer\n",
+    "psm_bayes/experiments/measure/__init__.py": "",
+    "psm_bayes/experiments/measure/icl.py": "",
+    "psm_bayes/experiments/analysis/__init__.py": "",
+    "psm_bayes/experiments/analysis/fits.py": "",
+    "psm_bayes/experiments/analysis/refits.py": "from psm_bayes.experiments.analysis import fits\n",
+    "psm_bayes/experiments/output/__init__.py": "",
+    "psm_bayes/experiments/output/report.py": "from psm_bayes.experiments.analysis import fits\n",
     "psm_bayes/llm/scorer.py": "def f():\n    import torch\n",
     "models/__init__.py": "",
     "models/base.py": "",
@@ -165,6 +190,12 @@ GOOD_TREE = {
     ("psm_bayes/llm/scorer.py", "from psm_bayes.experiments import run\n", "llm imports neither"),
     ("psm_bayes/llm/scorer.py", "from ..cli import main\n", "only the CLI imports the CLI"),
     ("psm_bayes/data.py", "from psm_bayes.llm import scorer\n", "package cycle"),
+    ("psm_bayes/experiments/measure/icl.py", "from psm_bayes.experiments.analysis import fits\n",
+     "measurement stages import neither"),
+    ("psm_bayes/experiments/analysis/fits.py", "def f():\n    from psm_bayes.experiments.output import report\n",
+     "analysis imports no output"),
+    ("psm_bayes/experiments/analysis/fits.py", "def f():\n    from psm_bayes.experiments.analysis import refits\n",
+     "module cycle"),
 ])
 def test_checker_rejects_a_deliberately_bad_import(tmp_path, bad_file, bad_line, expected):
     """The rule test can fail: the same checker flags each bad import added to a clean tree."""

@@ -47,14 +47,19 @@ def test_cli_simulate_fit_diagnose(tmp_path: Path) -> None:
     cmp = pd.read_csv(tmp_path / "diag" / "compare.csv", index_col=0)
     assert set(cmp.index) == {"f", "s"}
     # the diagnosed fit learnt from the data: beta_sft's posterior sd (from the summary the command wrote) is at
-    # most half its prior sd, and its mean is within 3 posterior sd of the truth. The prior is
+    # most 0.6 of its prior sd, and its mean is within 3 posterior sd of the truth. The prior is
     # LogNormal(0, 0.5): sd sqrt((e^0.25 - 1) e^0.25) = 0.60. A prior-only fit (sd 0.60, contraction 1)
     # fails the first criterion, shown below; 3 sd misses a calibrated posterior w.p. ~0.003.
+    # Why 0.6 and not 0.5 (changed 2026-12-02 after this test failed with sd 0.325): the posterior sd on these
+    # data is 0.305 (2 chains x 2000 draws, seeds 1 and 2: 0.301-0.312, the same before and after the NUTS
+    # program reuse changed the sampler's random stream), i.e. a contraction of 0.51, so a 0.5 bound passed or
+    # failed on Monte Carlo noise (150-draw estimates 0.277 and 0.325). 0.6 x 0.60 = 0.36 sits 3 Monte Carlo
+    # se (0.017 at ~380 ESS) above the true 0.305 and far below the prior-only 0.60.
     summary = pd.read_csv(tmp_path / "diag" / "f" / "summary.csv", index_col=0)
     prior_sd = float(np.sqrt((np.exp(0.25) - 1) * np.exp(0.25)))
 
     def learnt(sd: float, mean: float) -> bool:
-        return sd <= 0.5 * prior_sd and abs(mean - truth["beta_sft"]) < 3 * sd
+        return sd <= 0.6 * prior_sd and abs(mean - truth["beta_sft"]) < 3 * sd
 
     assert learnt(summary.loc["beta_sft", "sd"], summary.loc["beta_sft", "mean"]), summary.loc["beta_sft"]
     assert not learnt(prior_sd, float(np.exp(0.125)))  # the prior-only fit: prior sd and prior mean
@@ -129,4 +134,4 @@ def test_check_flags_an_unconverged_sampler() -> None:
                    max_tree_depth=1, predictive=False)
     verdict = diag.check(bad)
     assert not verdict.ok
-    assert verdict.max_rhat > 1.01 or verdict.min_ess_bulk < 400
+    assert verdict.max_rhat > 1.01 or verdict.min_ess_bulk < 400 or any("never move" in p for p in verdict.broken)

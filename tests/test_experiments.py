@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy.special import log_softmax, logsumexp
 
-from psm_bayes.experiments import design, evidence, persona_table, pretraining_prior
+from psm_bayes.experiments import design
+from psm_bayes.experiments.analysis import evidence
+from psm_bayes.experiments.measure import persona_table, pretraining_prior
 from psm_bayes.experiments.config import ExperimentConfig
 from psm_bayes.probes import load_probes
 
@@ -56,10 +57,10 @@ def test_design_roles_disjoint_label_balanced_and_seeded():
         for j in range(i + 1, len(names)):
             assert not set(roles[names[i]]) & set(roles[names[j]]), (names[i], names[j])
     assert d.label_balance() == {"persona_examples": 0.5, "shots": 0.5, "sft_episodes": 0.5, "all": 0.5}
-    assert d.n_values == (0, 2, 4, 8)
+    assert d.n_values == (0, 1, 2, 4, 8, 16, 32, 64)
     m = probes.matching_option
     for s in d.sequences:
-        for n in (2, 4, 8):                       # every even prefix: half the matching answers Yes
+        for n in range(2, 65, 2):                 # every even prefix: half the matching answers Yes
             assert (m[s.items[:n]] == 0).sum() == n // 2
         plus, minus = s.answers("+"), s.answers("-")
         np.testing.assert_array_equal(plus, m[s.items])
@@ -73,7 +74,7 @@ def test_design_roles_disjoint_label_balanced_and_seeded():
     leak[0] = d.eval_idx[0]
     bad = design.ShotSequence(d.sequences[0].trait, 0, leak, m[leak])
     with pytest.raises(ValueError, match="leakage"):
-        design.Design(probes, d.traits, d.sft_trait, d.eval_idx, d.prior_idx, d.persona_idx,
+        design.Design(probes, d.traits, d.sft_traits, d.eval_idx, d.prior_idx, d.persona_idx,
                       (bad,) + d.sequences[1:], d.n_values, d.sft_train)
     with pytest.raises(ValueError, match="even"):
         ExperimentConfig(max_shots=3)
@@ -144,9 +145,9 @@ def _stages(cfg, d, seed=0):
     import pandas as pd
     import xarray as xr
 
-    from psm_bayes.experiments.finetune import SFTStage, cross_condition, sft_condition
-    from psm_bayes.experiments.icl import ICLStage, icl_condition, icl_contrasts, measurement_rows
-    from psm_bayes.experiments.persona_table import PersonaStage, normalised_table
+    from psm_bayes.experiments.measure.finetune import SFTStage, cross_condition, sft_condition
+    from psm_bayes.experiments.measure.icl import ICLStage, icl_condition, icl_contrasts, measurement_rows
+    from psm_bayes.experiments.measure.persona_table import PersonaStage, normalised_table
     from psm_bayes.probes import load_personas
 
     rng = np.random.default_rng(seed)
@@ -169,15 +170,16 @@ def _stages(cfg, d, seed=0):
                                          ordering=s.ordering, n_shots=n)
     meas = pd.DataFrame(rows)
     srows, seen = [], {}
-    cross_items = ev[d.probes.trait[ev] == d.sft_trait]
-    for pole in "+-":
-        for step in cfg.sft_checkpoints:
-            seen[(pole, 0, step)] = rng.integers(0, 3, d.sft_train.size)
-            srows += measurement_rows(sft_condition(pole, 0, step), "sft", d, ev, rng.normal(size=ev.size),
-                                      pole=pole, seed=0, step=step, n_shots=0, ordering=-1)
-        srows += measurement_rows(cross_condition(pole, 0, 0, 2), "cross", d, cross_items,
-                                  rng.normal(size=cross_items.size), pole=pole, seed=0,
-                                  step=cfg.sft_checkpoints[-1], n_shots=2, ordering=0)
+    for t in d.sft_traits:
+        cross_items = ev[d.probes.trait[ev] == t]
+        for pole in "+-":
+            for step in cfg.sft_checkpoints:
+                seen[(t, pole, 0, step)] = rng.integers(0, 3, d.sft_episodes(t).size)
+                srows += measurement_rows(sft_condition(t, pole, 0, step), "sft", d, ev, rng.normal(size=ev.size),
+                                          sft_trait=t, pole=pole, seed=0, step=step, n_shots=0, ordering=-1)
+            srows += measurement_rows(cross_condition(t, pole, 0, 0, 2), "cross", d, cross_items,
+                                      rng.normal(size=cross_items.size), sft_trait=t, pole=pole, seed=0,
+                                      step=cfg.sft_checkpoints[-1], n_shots=2, ordering=0)
     sft = SFTStage(pd.DataFrame(srows), pd.DataFrame(), seen, {})
     return ps, ICLStage(meas, icl_contrasts(meas)), sft
 
@@ -208,29 +210,33 @@ def test_evidence_tensors_match_a_hand_count_and_rows_are_not_duplicated():
                 expect[items.index(probes.items.ids[i]), a] += 1
         np.testing.assert_array_equal(data.icl.icl_evidence[c], expect)
         assert not data.icl.sft_evidence[c].any()
-    # SFT evidence by hand: times each episode was seen, on its pole's answer
+    # SFT evidence by hand: times each episode of the condition's SFT trait was seen, on its pole's answer
+    assert len(d.sft_traits) == 2 and {c.split(":")[1][:-1] for c in data.sft.conditions[1:]} == set(d.sft_traits)
     for c, name in enumerate(data.sft.conditions):
         if name == "base":
             continue
-        pole, step = name[3], int(name.split(":k")[1])
+        tp, step = name.split(":")[1], int(name.split(":k")[1])
+        trait, pole = tp[:-1], tp[-1]
         expect = np.zeros((len(items), 2), dtype=int)
-        for e, i in enumerate(d.sft_train):
+        for e, i in enumerate(d.sft_episodes(trait)):
+            assert probes.trait[i] == trait
             a = probes.matching_option[i] if pole == "+" else 1 - probes.matching_option[i]
-            expect[items.index(probes.items.ids[i]), a] += sft.evidence[(pole, 0, step)][e]
+            expect[items.index(probes.items.ids[i]), a] += sft.evidence[(trait, pole, 0, step)][e]
         np.testing.assert_array_equal(data.sft.sft_evidence[c], expect)
+        assert expect.sum() == sft.evidence[(trait, pole, 0, step)].sum() > 0
     assert [t for c, t in zip(data.sft.conditions, data.sft.condition_type) if c != "base"] == \
         [f"sft-k{c.split(':k')[1]}" for c in data.sft.conditions if c != "base"]
     assert set(data.icl.condition_type) == {"base"} | {f"icl-n{n}" for n in d.n_values[1:]}
-    # cross rows: appended last, measured on the SFT trait's evaluation items only
-    assert data.n_cross == 2 * (probes.trait[d.eval_idx] == d.sft_trait).sum()
+    # cross rows: appended last, each measured on its SFT trait's evaluation items only
+    assert data.n_cross == 2 * np.isin(probes.trait[d.eval_idx], d.sft_traits).sum()
     tail = data.rows["cross"].tail(data.n_cross)
-    assert set(tail["kind"]) == {"cross"} and set(tail["item_trait"]) == {d.sft_trait}
+    assert set(tail["kind"]) == {"cross"} and (tail["item_trait"] == tail["sft_trait"]).all()
 
 
 def test_grouped_loo_sums_measurements_by_item():
     import arviz as az
 
-    from psm_bayes.experiments.fits import grouped_loo
+    from psm_bayes.experiments.analysis.fits import grouped_loo
 
     rng = np.random.default_rng(0)
     groups = np.repeat(np.arange(4), 3)
@@ -255,7 +261,7 @@ def test_persona_separation_and_compact_fit(tmp_path):
     import arviz as az
     import xarray as xr
 
-    from psm_bayes.experiments.outputs import compact_fit, save_fit
+    from psm_bayes.experiments.output.outputs import compact_fit, save_fit
     from psm_bayes.io import load_datatree
     from psm_bayes.probes import load_personas
 
@@ -291,7 +297,7 @@ def test_persona_separation_and_compact_fit(tmp_path):
 def test_prior_data_conflict_names_a_posterior_in_the_prior_tail():
     import arviz as az
 
-    from psm_bayes.experiments.fits import prior_data_conflict
+    from psm_bayes.experiments.analysis.checks import prior_data_conflict
     from psm_bayes.models.selection import Priors
 
     rng = np.random.default_rng(0)
@@ -305,42 +311,22 @@ def test_prior_data_conflict_names_a_posterior_in_the_prior_tail():
     assert got[0]["prior_quantile"] > 0.995
 
 
-def test_criteria_verdicts_follow_the_numbers():
-    from psm_bayes.experiments import criteria
-
-    cfg = ExperimentConfig(null_models=("response_bias",))
-    stated = criteria.stated_criteria(cfg)
-    assert all("persona_selection" in c["statement"] for c in stated if c["name"].startswith("psm_beats"))
-
-    def stats(diff, se):
-        rows = {"persona_selection": {"psm_minus": 0.0, "psm_minus_se": 0.0},
-                "response_bias": {"psm_minus": diff, "psm_minus_se": se}}
-        return {"criteria_se": 2.0, "design": {"label_balance": {"shots": 0.5}},
-                "icl": {"contrast_at_max_shots": {"mean": diff, "se": se, "n_items": 8}, "compare": {"rows": rows},
-                        "contrast_prediction": {"persona_selection": {"r": 0.5, "lo": 0.1, "hi": 0.8}}},
-                "sft": {"compare": {"rows": rows}}, "cross_prediction": None, "prior_data_conflict": [],
-                "diagnostics": {"icl/persona_selection": {"max_rhat": 1.0, "divergences": 0}}}
-
-    win = {c["name"]: c["passed"] for c in criteria.judge(stated, stats(3.0, 1.0), "m")}
-    lose = {c["name"]: c["passed"] for c in criteria.judge(stated, stats(1.5, 1.0), "m")}
-    assert win["psm_beats_nulls_icl"] and win["icl_contrast"] and win["psm_beats_nulls_sft"]
-    assert lose["psm_beats_nulls_icl"] is False and lose["icl_contrast"] is False      # 1.5 se < 2 se
-    assert win["cross_prediction"] is None                                             # not measured: n/a
-
-
 def test_config_validation_and_cli_flags():
     from psm_bayes.cli import build_parser
     from psm_bayes.cli.run import config_from_args
 
-    with pytest.raises(ValueError, match="sft_trait"):
-        ExperimentConfig(traits=("honesty",), sft_trait="humour")
+    with pytest.raises(ValueError, match="sft_traits"):
+        ExperimentConfig(traits=("honesty",), sft_traits=("humour",))
+    with pytest.raises(ValueError, match="sft_traits"):
+        ExperimentConfig(traits=("honesty", "humour"), sft_traits=("humour", "humour"))
+    assert ExperimentConfig().trained_traits() == ExperimentConfig().traits[:2]
     args = build_parser().parse_args(["run", "--out", "x", "--quick", "--traits", "honesty,empathy",
-                                      "--max-shots", "4", "--sft-seeds", "3", "--sft-trait", "empathy",
+                                      "--max-shots", "4", "--sft-seeds", "3", "--sft-traits", "empathy",
                                       "--models", "gemma3-270m", "--sft-steps", "8"])
     cfg = config_from_args(args)
     assert cfg.traits == ("honesty", "empathy") and cfg.max_shots == 4 and cfg.sft.seeds == (0, 1, 2)
-    assert cfg.trained_trait() == "empathy" and cfg.models == ("gemma3-270m",)
-    assert cfg.sft_checkpoints == (2, 4, 8) and cfg.sft.steps == 8
+    assert cfg.trained_traits() == ("empathy",) and cfg.models == ("gemma3-270m",)
+    assert cfg.sft_checkpoints == (2, 4, 6, 8) and cfg.sft.steps == 8          # 4 checkpoints: s/4 .. s
     assert config_from_args(build_parser().parse_args(["run", "--out", "x"])) == ExperimentConfig()
     cfg = config_from_args(build_parser().parse_args(["run", "--out", "x", "--probes", "/some/dir"]))
     assert cfg.probes_dir == "/some/dir" and cfg.traits is None
@@ -364,7 +350,7 @@ ANTHROPIC = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "anthr
 def test_screening_on_anthropic_persona_files(gemma, tmp_path):
     import os
 
-    from psm_bayes.experiments import screening
+    from psm_bayes.experiments.measure import screening
 
     if not os.path.isdir(ANTHROPIC):
         pytest.skip("no Anthropic persona files here")
@@ -381,39 +367,6 @@ def test_screening_on_anthropic_persona_files(gemma, tmp_path):
 
 
 @pytest.mark.llm
-def test_lora_checkpoints_move_trained_items_and_count_episodes(gemma, tmp_path):
-    from psm_bayes.experiments.finetune import SFTSettings, lora_finetune
-    from psm_bayes.experiments.scoring import matching_logodds, option_scorer
-    from psm_bayes.probes import OPTIONS
-
-    # The seeded draw of 4 statements is made from honesty's 40 original statements (the first 40 lines of its
-    # block), as when this test was written: with the trait at 200 statements the same seed draws other
-    # statements, one of which moved the wrong way (-0.08 nats) after these 4 steps. That is a limit of a 4-step
-    # run, not a reason to weaken "every trained item moves"; the SFT stage's own sweep sizes real runs.
-    shipped = resources.files("psm_bayes.probes").joinpath("data/probes.jsonl").read_text(encoding="utf-8")
-    original = [ln for ln in shipped.splitlines() if json.loads(ln)["trait"] == "honesty"][:40]
-    (tmp_path / "honesty.jsonl").write_text("\n".join(original) + "\n", encoding="utf-8")
-    probes = load_probes(["honesty"], n_per_trait=4, path=tmp_path / "honesty.jsonl")
-    texts = [gemma.format.item_text(p) for p in probes.items.prompts]
-    answers = [OPTIONS[m] for m in probes.matching_option]
-    before = matching_logodds(option_scorer(gemma, autocast=True).score(texts), probes.matching_option)
-    got = {}
-
-    def measure(pm, step, seen):
-        got[step] = (matching_logodds(option_scorer(gemma, model=pm, autocast=True).score(texts),
-                                      probes.matching_option), seen)
-
-    params = {n: p.detach().clone() for n, p in list(gemma.model.named_parameters())[:3]}
-    _, losses = lora_finetune(gemma.model, gemma.tokenizer, texts, answers, seed=0, checkpoints=(2, 4),
-                              on_checkpoint=measure, settings=SFTSettings(steps=4, batch_size=4, seeds=(0,)))
-    assert sorted(got) == [2, 4] and len(losses) == 4
-    assert got[2][1].tolist() == [2, 2, 2, 2] and got[4][1].tolist() == [4, 4, 4, 4]   # each epoch sees all 4
-    assert (got[4][0] - before > 0).all(), (before, got[4][0])      # every trained item moves toward its answer
-    for n, p in list(gemma.model.named_parameters())[:3]:
-        assert bool((p == params[n]).all())                           # the shared model is untouched
-
-
-@pytest.mark.llm
 def test_pipeline_end_to_end_tiny(gemma, tmp_path):
     from psm_bayes.experiments.pipeline import run_experiment
 
@@ -424,15 +377,32 @@ def test_pipeline_end_to_end_tiny(gemma, tmp_path):
                          loaded_fp32={"gemma3-270m": gemma})
     r = json.loads((tmp_path / "results.json").read_text())
     assert (tmp_path / "criteria.md").stat().st_mtime <= (tmp_path / "report.md").stat().st_mtime
-    assert [c["name"] for c in r["criteria"]][:2] == ["label_balance", "icl_contrast"]
-    assert all(set(c) >= {"name", "statement", "passed"} for c in r["criteria"])
+    from psm_bayes.experiments.analysis.criteria import stated_criteria
+
+    assert [c["name"] for c in r["criteria"]] == [c["name"] for c in stated_criteria(cfg)]   # label balance: asserted
+    assert all(set(c) >= {"name", "statement", "passed", "evidence"} for c in r["criteria"])
+    assert {c["name"]: c["passed"] for c in r["criteria"]}["base_vs_instruct"] is None     # one model: not judged
     assert r["design"]["label_balance"]["all"] == 0.5
+    # the statement-feature stage runs before SFT, so the encompassing model (PSM + surface similarity) is
+    # compared beside the PSM and the nulls, and its persona_weight reported
+    enc = r["models"]["gemma3-270m"]["encompassing"]
+    assert set(enc) == {"icl", "sft"} and all(0 <= v["lo"] <= v["mean"] <= v["hi"] <= 1 for v in enc.values())
     for key in ("icl", "sft"):
-        assert set(r[key]["compare"]["rows"]) == {"persona_selection", "response_bias"}
+        assert set(r[key]["compare"]["rows"]) == {"persona_selection", "response_bias", "encompassing"}
         assert "leave-one-item-out" in r[key]["compare"]["method"]
+        assert all(0 <= row["stacking_weight"] <= 1 for row in r[key]["compare"]["rows"].values())
     assert all("pareto_k_bad" in r["diagnostics"][f"icl/{m}"] for m in ("persona_selection", "response_bias"))
-    assert "prior_data_conflict" in r and set(r["cross_prediction"]["rmse"]) == {"persona_selection",
-                                                                                "response_bias"}
+    assert all(d["attempts"] and d["refits"] == len(d["attempts"]) - 1 for d in r["diagnostics"].values())
+    assert "prior_data_conflict" in r and set(r["cross_prediction"]["scores"]) == {"persona_selection",
+                                                                                  "response_bias"}
+    # encompassing is scored beside them, and the criteria leave it out of "every null" (test_criteria.py)
+    assert set(r["icl"]["contrast_prediction"]["scores"]) == {"persona_selection", "response_bias", "encompassing"}
     run = res.runs["gemma3-270m"]
-    assert len(run.icl.contrasts) == len(cfg.traits) * len(res.design.eval_idx)     # one per (trait, n=2, item)
+    n_counts = len(res.design.n_values) - 1                                          # n = 1, 2
+    assert len(run.icl.contrasts) == len(cfg.traits) * n_counts * len(res.design.eval_idx)  # per (trait, n, item)
+    views = r["models"]["gemma3-270m"]["icl"]
+    assert {(c["trait"], c["pole"]) for c in views["curves"]} == {(t, p) for t in cfg.traits for p in "+-"}
+    assert all(abs(sum(q["q"].values()) - 1) < 1e-9 for q in views["persona_posterior"])
+    assert [row["trait"] for row in views["table_vs_icl"]] == list(cfg.traits)
+    assert all((tmp_path / "plots" / f).stat().st_size > 0 for f in ("icl_curves.png", "persona_posterior.png"))
     assert "Pre-stated criteria" in (tmp_path / "report.md").read_text()

@@ -100,6 +100,25 @@ def test_tokenization_boundary_and_bos(scorer):
 
 
 @pytest.mark.llm
+def test_next_token_scorer_matches_exact_pair_scores(scorer):
+    """NextTokenScorer (shared-context cache, one head position per prompt) equals Scorer.score_pairs."""
+    ctx = prompts.fewshot_context([("I always tell the truth.", " Yes"), ("I often lie.", " No")])
+    texts = [ctx + prompts.item_text(q) for q in ("Do you lie?", "Is honesty important to you?", "Hi?")]
+    nts = scorer.next_token_scorer()
+    before = nts.forward_tokens
+    got = nts.score(texts)
+    n_ctx = len(nts.encode(ctx))            # the shared context ran once
+    assert nts.forward_tokens - before <= n_ctx + sum(len(nts.encode(t)) - n_ctx for t in texts)
+    lone = prompts.item_text("A prompt that shares no context?")
+    got = np.concatenate([got, nts.score([lone])])
+    texts.append(lone)
+    ref = scorer.score_pairs([t for t in texts for _ in range(2)], [" Yes", " No"] * len(texts))
+    np.testing.assert_allclose(got.ravel(), [r.logp for r in ref], atol=1e-4, rtol=0)
+    with pytest.raises(DataError, match="single str"):
+        nts.score("Question: x?\nAnswer:")
+
+
+@pytest.mark.llm
 def test_bfloat16_close_to_float32(gemma):
     from psm_bayes.llm.loading import load_model
     from psm_bayes.llm.scorer import Scorer

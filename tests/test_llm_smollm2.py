@@ -111,6 +111,33 @@ def test_chat_kv_prefix_and_option_scores_match_naive_forward(smol):
             assert fast[k, j] == pytest.approx(logp, abs=1e-4)
 
 
+def test_chat_many_shot_one_pass_equals_each_count_from_scratch(smol):
+    """The chat template's n-shot context is a string prefix of the longer one; the one-pass scores
+    (psm_bayes.llm.manyshot) equal NextTokenScorer on each whole prompt (float32, < 1e-4 nats)."""
+    import dataclasses
+
+    from psm_bayes.experiments.measure.scoring import fewshot, option_scorer
+    from psm_bayes.llm.manyshot import plan_nested, score_plan
+    from psm_bayes.probes import load_probes
+
+    fmt, loaded = smol.format, smol.loaded
+    probes = load_probes(["honesty"])
+    shots, m = np.arange(8), probes.matching_option[:8]
+    counts = (0, 1, 2, 4, 8)
+    contexts = [fmt.neutral_context() if n == 0 else fewshot(fmt, probes, shots[:n], m[:n]) for n in counts]
+    items = [fmt.item_text(p) for p in probes.items.prompts[20:22]]
+    nts = option_scorer(loaded)
+    plan = plan_nested(nts, contexts, items)
+    for ctx, b in zip(contexts, plan.boundaries):       # each count's context is a token prefix of the longest
+        assert plan.context_ids[:len(nts.encode(ctx))] == tuple(nts.encode(ctx)) and b >= len(nts.encode(ctx))
+    got = score_plan(nts, plan)
+    ref = np.stack([nts.score([c + it for it in items]) for c in contexts])
+    if loaded.dtype == "float32":
+        assert np.abs(got - ref).max() < 1e-4
+    cut = tuple(b - 1 for b in plan.boundaries)       # a wrong boundary fails the same tolerance
+    assert np.all(np.abs(score_plan(nts, dataclasses.replace(plan, boundaries=cut)) - ref).max(axis=(1, 2)) > 1e-3)
+
+
 @pytest.mark.skipif("not __import__('torch').cuda.is_available()", reason="needs a CUDA device")
 def test_cuda_scores_match_cpu_float32(smol):
     from psm_bayes.llm import load_scorer

@@ -1,4 +1,4 @@
-"""The NumPyro and Pyro backends implement the same persona-mixture model.
+"""The NumPyro and Pyro backends implement the same models: the persona mixture, and the persona-selection family.
 
 * log joint densities agree in float64 (NumPyro ``log_density`` vs Pyro
   ``log_density``) and with an independent likelihood written by hand here
@@ -7,7 +7,10 @@
   ``prior_weights`` and ``bias_direction``;
 * the prior predictive of ``y`` has the right shape, support and
   distribution in both backends;
-* both backends have the same site names.
+* both backends have the same site names;
+* every model of the persona-selection family has the same sites and shapes
+  in both backends, the per-condition drift among them (its log joint is
+  checked against a hand-written likelihood in ``test_selection_likelihood.py``).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from psm_bayes.data import Episodes, PSMData, SOURCES
 from psm_bayes.inference.numpyro_backend import pointwise_log_likelihood, prior_predictive as sample_prior
 from psm_bayes.inference.pyro_backend import log_density as log_joint
 from psm_bayes.models.persona_mixture import Priors
+from psm_bayes.models.selection import MODELS as SELECTION_MODELS
 from psm_bayes.simulate import random_loglik
 
 NUMPYRO_MODEL = npm.persona_mixture
@@ -282,3 +286,28 @@ def test_predictive_draws_counts_multinomially():
     assert 1 / 1.5 < n0.var(ddof=1) / expected_var < 1.5
     broken = np.where(np.random.default_rng(1).random(300) < prob0, 400, 0)  # one answer per row, times count
     assert not 1 / 1.5 < broken.var(ddof=1) / expected_var < 1.5
+
+
+# ---------------------------------------------------------------- the persona-selection family
+SELECTION_SIZES = dict(n_personas=3, n_traits=2, n_eval=4, n_shot_items=4, shots=(2,), orderings=2, sft_episodes=4,
+                       sft_seeds=2, observation="both", n_episodes=2)
+
+
+@pytest.mark.parametrize("name", SELECTION_MODELS)
+def test_selection_family_sites_identical(name):
+    """Every model of the family traces the same sites with the same shapes in NumPyro and Pyro, and every
+    one has the per-condition drift: ``drift_sd`` per condition type, ``drift_z`` and ``drift`` per condition."""
+    import psm_bayes.models.selection_numpyro as snp
+    import psm_bayes.models.selection_pyro as spy
+    from psm_bayes.models.selection_simulate import design
+
+    data = design(seed=0, **SELECTION_SIZES)
+    tr_np = handlers.trace(handlers.seed(getattr(snp, name), jax.random.PRNGKey(0))).get_trace(data, None)
+    pyro.set_rng_seed(0)
+    tr_py = poutine.trace(getattr(spy, name)).get_trace(data, None)
+    s_np, s_py = _sites("numpyro", tr_np), _sites("pyro", tr_py)   # Pyro's deterministic sites are sample nodes
+    assert s_np == s_py
+    # base + 2 traits x 2 poles x 2 orderings (ICL) + 2 poles x 2 seeds (SFT) + 2 poles x 2 seeds x 2 orderings (cross)
+    assert data.bias_types == ("icl-n2", "sft-k4", "cross") and data.n_conditions == 1 + 8 + 4 + 8
+    assert s_np["response_bias"] == s_np["drift_sd"] == (3,) and s_np["drift_z"] == s_np["drift"] == (21,)
+    assert (s_np.get("persona_weight") == ()) == (name == "encompassing")

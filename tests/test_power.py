@@ -1,4 +1,4 @@
-"""Power analysis (psm_bayes.experiments.power) and exact leave-one-item-out refits (refits)."""
+"""Power analysis (psm_bayes.experiments.analysis.power) and exact leave-one-item-out refits (refits)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from psm_bayes.experiments import power
-from psm_bayes.experiments.fits import FitSettings
+from psm_bayes.experiments.analysis import power
+from psm_bayes.experiments.analysis.fitting import FitSettings
 from psm_bayes.models.selection_simulate import simulate
 
 SIZES = dict(n_personas=4, n_traits=2, n_eval=4, n_shot_items=4, shots=(2, 4), observation="measurements")
@@ -45,7 +45,7 @@ def test_resample_items_keeps_each_items_conditions_and_the_evidence():
     # evidence and features of the old items are unchanged; no evidence on the new ones
     np.testing.assert_array_equal(new.icl_evidence[:, : data.n_items], data.icl_evidence)
     assert new.icl_evidence[:, data.n_items:].sum() == 0 and new.logodds is None
-    for name in ("trait_indicator", "similarity"):
+    for name in ("trait_indicator", "profile_similarity", "surface_similarity"):
         np.testing.assert_allclose(new.null_features(name)[:, :, measured],
                                    data.null_features(name)[:, :, [new.items.index(s) for s in src]])
 
@@ -114,8 +114,8 @@ def test_replicates_follow_the_true_models_effect_sizes():
         for seed in range(20):
             d = power.simulate_replicate(pilot, truth, 4, seed, FitSettings().priors())
             conds = np.asarray(d.conditions)[d.measurement_condition]
-            plus = np.char.find(conds.astype(str), "+:4") >= 0
-            minus = np.char.find(conds.astype(str), "-:4") >= 0
+            plus = np.char.find(conds.astype(str), "+:o0:n4") >= 0
+            minus = np.char.find(conds.astype(str), "-:o0:n4") >= 0
             out.append(d.logodds[plus].mean() - d.logodds[minus].mean())
         return float(np.mean(out))
 
@@ -132,8 +132,8 @@ def test_exact_refit_agrees_with_psis_where_psis_is_reliable():
     tolerance both meet. The same computation on the wrong rows (another item's measurements,
     or without integrating the new item's random effect) is off by far more than that.
     """
-    from psm_bayes.experiments import refits
-    from psm_bayes.experiments.fits import grouped_loo
+    from psm_bayes.experiments.analysis import refits
+    from psm_bayes.experiments.analysis.fits import grouped_loo
     from psm_bayes.inference import configure_jax, fit_nuts
     from psm_bayes.models import catalogue
 
@@ -172,7 +172,7 @@ def test_integrated_item_loglik_matches_brute_force_monte_carlo():
     from scipy import stats
     from scipy.special import logsumexp
 
-    from psm_bayes.experiments import refits
+    from psm_bayes.experiments.analysis import refits
 
     rng = np.random.default_rng(1)
     group = np.repeat([0, 1], [12, 5])

@@ -163,7 +163,7 @@ def test_near_duplicates_equals_all_pairs_on_a_sample():
 
 def test_separating_traits_applies_the_rule(tmp_path):
     from psm_bayes.data import DataError
-    from psm_bayes.experiments.screening import separating_traits
+    from psm_bayes.experiments.measure.screening import separating_traits
 
     def row(model, trait, shots, sep, se):
         return {"model": model, "trait": trait, "shots": shots, "separation": sep, "se": se}
@@ -188,7 +188,7 @@ def test_separating_traits_applies_the_rule(tmp_path):
 
 
 def test_shipped_screening_table_is_current_and_the_rule_reads_it():
-    from psm_bayes.experiments.screening import (MIN_SEPARATION_NATS, MIN_SEPARATION_SE, load_screening,
+    from psm_bayes.experiments.measure.screening import (MIN_SEPARATION_NATS, MIN_SEPARATION_SE, load_screening,
                                                  separating_traits, statements_digest)
 
     table = load_screening()

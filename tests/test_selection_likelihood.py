@@ -5,9 +5,12 @@
   conditions, personas, items and options and ``scipy.stats`` densities (no
   shared maths), on 2- and 3-persona toys with 3 options, both observation
   types, repeated items, given and latent ``prior_weights``, Normal and
-  Student-t noise; the Pyro log joint equals it too (backend conformance).
+  Student-t noise, the per-condition Yes drift (and the per-type-only variant);
+  the Pyro log joint equals it too (backend conformance). The
+  ``encompassing`` model's ``persona_weight`` equals a share computed by hand.
 * A broken likelihood (the count weighting off, a persona table not
-  permuted) gives a different number, so the comparison can fail.
+  permuted, the per-condition drift left out) gives a different number, so
+  the comparison can fail.
 * Counts: integer counts are required; aggregated rows and one row per
   episode give the same log joint and the same per-episode pointwise
   log-likelihood (LOO leaves out one episode however rows are aggregated).
@@ -30,9 +33,11 @@ from psm_bayes.models.selection_simulate import forward
 
 configure_jax()
 
-PRIORS = {None: Priors(beta_scale=0.7, response_bias_scale=1.3, shift_scale=1.7, item_sd_scale=0.8,
-                       logodds_sd_scale=1.2, permutation_seed=5),
+PRIORS = {None: Priors(beta_scale=0.7, response_bias_scale=1.3, drift_sd_scale=1.4, shift_scale=1.7,
+                       item_sd_scale=0.8, logodds_sd_scale=1.2, permutation_seed=5),
           4.0: Priors(beta_loc=-0.3, half_dose_loc=0.5, logodds_df=4.0, permutation_seed=3)}
+PER_TYPE = Priors(logodds_df=4.0, condition_drift=False)
+"""One Yes offset per condition type (no drift_sd / drift_z)."""
 
 
 def toy(K: int, seed: int, latent_prior: bool, authorial: bool = True) -> SelectionData:
@@ -41,7 +46,7 @@ def toy(K: int, seed: int, latent_prior: bool, authorial: bool = True) -> Select
     I, O, C = 5, 3, 5
     raw = rng.normal(0.0, 1.5, (K, I, O))
     L = raw - np.log(np.exp(raw).sum(-1, keepdims=True))
-    sim = rng.uniform(0, 1, (I, I))
+    sim, text = rng.uniform(0, 1, (I, I)), rng.uniform(-1, 1, (I, I))
     R, M = 7, 9
     return SelectionData(
         L, yes_option=rng.integers(0, O, I), matching_option=rng.integers(0, O, I),
@@ -50,7 +55,8 @@ def toy(K: int, seed: int, latent_prior: bool, authorial: bool = True) -> Select
         icl_evidence=rng.integers(0, 2, (C, I, O)) * np.array([0, 1, 0, 1, 1])[:, None, None],
         prior_weights=None if latent_prior else rng.dirichlet(np.ones(K) * 2),
         bias_direction=rng.normal(size=(I, O)) if authorial else None,
-        item_trait=("a", "b", "a", "b", "b"), similarity=(sim + sim.T) / 2,
+        item_trait=("a", "b", "a", "b", "b"), profile_similarity=(sim + sim.T) / 2,
+        surface_similarity=(text + text.T) / 2,
         episode_condition=rng.integers(0, C, R), episode_item=rng.integers(0, I, R),
         episode_option=rng.integers(0, O, R), episode_count=rng.integers(1, 4, R),
         measurement_condition=rng.integers(0, C, M), measurement_item=rng.choice([0, 2, 3], M),
@@ -60,11 +66,88 @@ def toy(K: int, seed: int, latent_prior: bool, authorial: bool = True) -> Select
 def params(name: str, data: SelectionData, priors: Priors, seed: int) -> dict[str, np.ndarray]:
     """Latent values drawn from the prior (the observed sites are dropped)."""
     draw = forward(name, data, priors, seed=seed)
-    return {k: v for k, v in draw.items() if k not in ("y", "logodds", "logodds_mean")}
+    return {k: v for k, v in draw.items() if k not in ("y", "logodds", "logodds_mean", "drift", "persona_weight")}
+
+
+def hand_eta(name: str, data: SelectionData, p: dict, c: int, pi, L, persona: bool, surface: bool,
+             bias: bool = True) -> np.ndarray:
+    """Logits ``eta[i, o]`` of condition ``c`` before the Yes drift: the persona mixture (with the authorial
+    bias unless ``bias`` is off) or the zero-shot answers, plus the null's (or, with ``surface``, the
+    surface) shift of the matching answer."""
+    K, I, O = L.shape
+    S, E = data.sft_evidence[c], data.icl_evidence[c]
+    eta = np.zeros((I, O))
+    if persona:
+        logq = np.zeros(K)
+        for k in range(K):
+            logq[k] = math.log(pi[k])
+            for i in range(I):
+                for o in range(O):
+                    logq[k] += p.get("beta_sft", 0.0) * S[i, o] * L[k, i, o]
+                    logq[k] += p.get("beta_icl", 0.0) * E[i, o] * L[k, i, o]
+        q = np.exp(logq - logq.max())
+        q /= q.sum()
+    else:
+        q = pi
+    for i in range(I):
+        for o in range(O):
+            eta[i, o] = math.log(sum(q[k] * math.exp(L[k, i, o]) for k in range(K)))
+            if persona and bias and data.bias_direction is not None:
+                eta[i, o] += p["authorial_bias"] * data.bias_direction[i, o]
+    net = [sum((S[i, o] + E[i, o]) * (1 if o == data.matching_option[i] else -1) for o in range(O)) for i in range(I)]
+    total = S.sum() + E.sum()
+    for j in range(I):
+        if name == "trait_indicator":
+            same = sum(net[i] for i in range(I) if data.item_trait[i] == data.item_trait[j])
+            other = sum(net[i] for i in range(I) if data.item_trait[i] != data.item_trait[j])
+            shift = p["same_trait_shift"] * same + p["other_trait_shift"] * other
+        elif name == "profile_similarity":
+            shift = p["profile_shift"] * sum(data.profile_similarity[j, i] * net[i] for i in range(I))
+        elif name == "surface_similarity" or surface:
+            shift = p["surface_shift"] * sum(data.surface_similarity[j, i] * net[i] for i in range(I))
+        elif name == "generic_shift":
+            shift = p["generic_shift"] * sum(net)
+        else:
+            continue
+        eta[j, data.matching_option[j]] += shift / (total + p["half_dose"])
+    return eta
+
+
+def hand_drift(data: SelectionData, p: dict, c: int, per_condition: bool = True) -> float:
+    """The Yes offset of condition ``c``: its type's mean plus its type's sd times its own z (0 on base)."""
+    types = [t for t in dict.fromkeys(data.condition_type) if t != BASE_TYPE]
+    if data.condition_type[c] == BASE_TYPE:
+        return 0.0
+    g = types.index(data.condition_type[c])
+    out = p["response_bias"][g]
+    if per_condition and "drift_sd" in p:
+        out += p["drift_sd"][g] * p["drift_z"][c]
+    return float(out)
+
+
+def hand_matching_logodds(eta: np.ndarray, i: int, match: int) -> float:
+    return eta[i, match] - math.log(sum(math.exp(eta[i, o]) for o in range(eta.shape[1]) if o != match))
+
+
+def hand_persona_weight(data: SelectionData, p: dict) -> float:
+    """sum (persona change)^2 / (sum (persona change)^2 + sum (surface change)^2) over observed pairs."""
+    L, pi = data.loglik, data.prior_weights if data.prior_weights is not None else p["prior_weights"]
+    pairs = sorted(set(zip(data.episode_condition.tolist(), data.episode_item.tolist()))
+                   | set(zip(data.measurement_condition.tolist(), data.measurement_item.tolist())))
+    ss_p = ss_s = 0.0
+    for c, i in pairs:
+        m = data.matching_option[i]
+        # the changes the evidence makes (the authorial bias and the drift act without evidence: left out)
+        zero = hand_matching_logodds(hand_eta("response_bias", data, p, c, pi, L, False, False), i, m)
+        with_p = hand_matching_logodds(hand_eta("persona_selection", data, p, c, pi, L, True, False, False), i, m)
+        both = hand_matching_logodds(hand_eta("encompassing", data, p, c, pi, L, True, True, False), i, m)
+        ss_p += (with_p - zero) ** 2
+        ss_s += (both - with_p) ** 2
+    return ss_p / (ss_p + ss_s + 1e-12)
 
 
 def hand_log_joint(name: str, data: SelectionData, pr: Priors, p: dict, count_weight: bool = True,
-                   permute: bool = True) -> float:
+                   permute: bool = True, drift: bool = True) -> float:
     """Log joint of model ``name``, written with loops and scipy.stats only."""
     L, (K, I, O) = data.loglik, data.loglik.shape
     C = len(data.conditions)
@@ -84,7 +167,7 @@ def hand_log_joint(name: str, data: SelectionData, pr: Priors, p: dict, count_we
         lp += stats.dirichlet.logpdf(pi, [pr.prior_weights_concentration] * K)
     else:
         pi = data.prior_weights
-    persona = name in ("persona_selection", "permuted_personas")
+    persona = name in ("persona_selection", "permuted_personas", "encompassing")
     for b in ("beta_sft", "beta_icl"):
         if b in p:
             lp += stats.lognorm.logpdf(p[b], s=pr.beta_scale, scale=math.exp(pr.beta_loc))
@@ -92,52 +175,21 @@ def hand_log_joint(name: str, data: SelectionData, pr: Priors, p: dict, count_we
         lp += stats.norm.logpdf(p["authorial_bias"], 0, pr.bias_scale)
     if "half_dose" in p:
         lp += stats.lognorm.logpdf(p["half_dose"], s=pr.half_dose_scale, scale=math.exp(pr.half_dose_loc))
-    for s in ("same_trait_shift", "other_trait_shift", "similarity_shift"):
+    for s in ("same_trait_shift", "other_trait_shift", "profile_shift", "surface_shift", "generic_shift"):
         if s in p:
             lp += stats.norm.logpdf(p[s], 0, pr.shift_scale)
     types = [t for t in dict.fromkeys(data.condition_type) if t != BASE_TYPE]
     for g in range(len(types)):
         lp += stats.norm.logpdf(p["response_bias"][g], 0, pr.response_bias_scale)
+        if pr.condition_drift:
+            lp += stats.halfnorm.logpdf(p["drift_sd"][g], scale=pr.drift_sd_scale)
+    if pr.condition_drift:
+        lp += sum(stats.norm.logpdf(p["drift_z"][c]) for c in range(C))   # base conditions' z too (unused)
     logp = np.zeros((C, I, O))
     for c in range(C):
-        S, E = data.sft_evidence[c], data.icl_evidence[c]
-        eta = np.zeros((I, O))
-        if persona:
-            logq = np.zeros(K)
-            for k in range(K):
-                logq[k] = math.log(pi[k])
-                for i in range(I):
-                    for o in range(O):
-                        logq[k] += p.get("beta_sft", 0.0) * S[i, o] * L[k, i, o]
-                        logq[k] += p.get("beta_icl", 0.0) * E[i, o] * L[k, i, o]
-            q = np.exp(logq - logq.max())
-            q /= q.sum()
-            for i in range(I):
-                for o in range(O):
-                    eta[i, o] = math.log(sum(q[k] * math.exp(L[k, i, o]) for k in range(K)))
-                    if data.bias_direction is not None:
-                        eta[i, o] += p["authorial_bias"] * data.bias_direction[i, o]
-        else:
-            net = [sum((S[i, o] + E[i, o]) * (1 if o == data.matching_option[i] else -1) for o in range(O))
-                   for i in range(I)]
-            total = S.sum() + E.sum()
-            for j in range(I):
-                for o in range(O):
-                    eta[j, o] = math.log(sum(pi[k] * math.exp(L[k, j, o]) for k in range(K)))
-                if name == "trait_indicator":
-                    same = sum(net[i] for i in range(I) if data.item_trait[i] == data.item_trait[j])
-                    other = sum(net[i] for i in range(I) if data.item_trait[i] != data.item_trait[j])
-                    shift = (p["same_trait_shift"] * same + p["other_trait_shift"] * other) / (total + p["half_dose"])
-                elif name == "similarity":
-                    shift = p["similarity_shift"] * sum(data.similarity[j, i] * net[i] for i in range(I))
-                    shift /= total + p["half_dose"]
-                else:
-                    shift = 0.0
-                eta[j, data.matching_option[j]] += shift
-        if data.condition_type[c] != BASE_TYPE:
-            for i in range(I):
-                eta[i, data.yes_option[i]] += p["response_bias"][types.index(data.condition_type[c])]
+        eta = hand_eta(name, data, p, c, pi, L, persona, name == "encompassing")
         for i in range(I):
+            eta[i, data.yes_option[i]] += hand_drift(data, p, c, drift)
             logp[c, i] = eta[i] - math.log(sum(math.exp(e) for e in eta[i]))
     for r in range(len(data.episode_condition)):
         n = data.episode_count[r] if count_weight else 1
@@ -165,14 +217,19 @@ def backend_log_joint(name: str, backend: str, data: SelectionData, pr: Priors, 
     return get_backend(backend).log_density(catalogue.model(name, backend), data, pr, p)
 
 
+SAME_SHAPE = ("profile_similarity", "surface_similarity", "generic_shift")
+"""Nulls that differ from ``trait_indicator`` only in their kernel: two cases each (the default budget)."""
 CASES = [(name, K, latent, df) for name in MODELS for K in (2, 3) for latent in (False, True)
-         for df in (None, 4.0) if (K == 3) == (df is None) or latent]
+         for df in (None, 4.0) if ((K == 3) == (df is None) or latent) and (name not in SAME_SHAPE or K != latent + 2)]
+CASES += [(name, 3, False, "per-type") for name in ("persona_selection", "response_bias")]
 
 
 @pytest.mark.parametrize("name, K, latent_prior, df", CASES)
 def test_log_joint_equals_hand_written_likelihood(name, K, latent_prior, df):
-    data, pr = toy(K, seed=K + 10 * latent_prior, latent_prior=latent_prior), PRIORS[df]
+    data, pr = toy(K, seed=K + 10 * latent_prior, latent_prior=latent_prior), PRIORS.get(df, PER_TYPE)
     for s in range(2):  # two parameter values per toy
+        p = params(name, data, pr, seed=s)
+        assert ("drift_z" in p) == pr.condition_drift and p["response_bias"].shape == (3,)
         p = params(name, data, pr, seed=s)
         hand = hand_log_joint(name, data, pr, p)
         numpyro_lj = backend_log_joint(name, "numpyro", data, pr, p)
@@ -183,14 +240,56 @@ def test_log_joint_equals_hand_written_likelihood(name, K, latent_prior, df):
 
 
 def test_hand_comparison_can_fail():
-    """Counting each row once instead of ``count`` times, or not permuting the table, is detected."""
+    """Counting each row once instead of ``count`` times, not permuting the table, or leaving out the
+    per-condition part of the drift (per-type offsets only) is detected."""
     data, pr = toy(3, seed=0, latent_prior=False), PRIORS[None]
+    for name in ("persona_selection", "response_bias"):
+        p = dict(params(name, data, pr, seed=0), drift_sd=np.ones(3))       # a drift of 1 nat within each type
+        lj = backend_log_joint(name, "numpyro", data, pr, p)
+        assert lj == pytest.approx(hand_log_joint(name, data, pr, p), rel=1e-10)
+        assert abs(hand_log_joint(name, data, pr, p, drift=False) - lj) > 1.0
     p = params("persona_selection", data, pr, seed=0)
     lj = backend_log_joint("persona_selection", "numpyro", data, pr, p)
     assert abs(hand_log_joint("persona_selection", data, pr, p, count_weight=False) - lj) > 1.0
     p = params("permuted_personas", data, pr, seed=0)
     lj = backend_log_joint("permuted_personas", "numpyro", data, pr, p)
     assert abs(hand_log_joint("permuted_personas", data, pr, p, permute=False) - lj) > 1e-3
+
+
+def _deterministic(name: str, backend: str, data: SelectionData, pr: Priors, p: dict, site: str) -> np.ndarray:
+    """A deterministic site of the model traced at the latent values ``p``."""
+    if backend == "numpyro":
+        import jax
+        from numpyro import handlers
+
+        m = handlers.substitute(handlers.seed(catalogue.model(name, "numpyro"), jax.random.PRNGKey(0)), data=p)
+        return np.asarray(handlers.trace(m).get_trace(data, pr)[site]["value"])
+    import torch
+    from pyro import poutine
+
+    m = poutine.condition(catalogue.model(name, "pyro"), data={k: torch.as_tensor(v) for k, v in p.items()})
+    return poutine.trace(m).get_trace(data, pr).nodes[site]["value"].detach().numpy()
+
+
+@pytest.mark.parametrize("latent_prior", [False, True])
+def test_drift_and_persona_weight_equal_hand_values(latent_prior):
+    """``drift`` (per condition) and ``encompassing``'s ``persona_weight`` in both backends equal the hand values.
+
+    The weight is in (0, 1), moves with the surface coefficient (0 at a surface shift that swamps the
+    persona term, 1 without one), so the comparison can fail.
+    """
+    data, pr = toy(3, seed=4, latent_prior=latent_prior), PRIORS[None]
+    for s in range(2):
+        p = params("encompassing", data, pr, seed=s)
+        hand_w = hand_persona_weight(data, p)
+        assert 0 < hand_w < 1
+        for backend in ("numpyro", "pyro"):
+            assert float(_deterministic("encompassing", backend, data, pr, p, "persona_weight")) == pytest.approx(
+                hand_w, rel=1e-9)
+            np.testing.assert_allclose(_deterministic("encompassing", backend, data, pr, p, "drift"),
+                                       [hand_drift(data, p, c) for c in range(data.n_conditions)], rtol=1e-12)
+        assert hand_persona_weight(data, dict(p, surface_shift=0.0)) == pytest.approx(1.0)
+        assert hand_persona_weight(data, dict(p, surface_shift=1e4 * np.sign(p["surface_shift"]))) < 1e-3
 
 
 def test_aggregated_rows_equal_one_row_per_episode():

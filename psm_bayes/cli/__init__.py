@@ -42,8 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help (0) or a usage error (2, already printed as one line)
         return int(exc.code or 0)
     from psm_bayes.inference import configure_jax
+    from psm_bayes.integrity import use_cache_root
 
     configure_jax()
+    use_cache_root()  # matplotlib's cache under $PSM_BAYES_CACHE too, before anything imports matplotlib
     return run_command(args)
 
 

@@ -1,8 +1,15 @@
-"""``psm-bayes diagnose``: summary, convergence check, LOO and plots of fitted DataTrees."""
+"""``psm-bayes diagnose``: summary, convergence check, LOO and plots of fitted DataTrees.
+
+Exit status 0 when every fit is usable (convergence warnings are reported,
+not fatal); 1 when a fit is broken -- missing groups, non-finite draws or
+chains that never move (:func:`psm_bayes.diagnostics.broken_fit`) -- with one
+line per broken fit on stderr naming its problems.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from psm_bayes.cli import options
@@ -53,20 +60,23 @@ def run(args: argparse.Namespace) -> int:
     report = {}
     for (name, dt), path in zip(fits.items(), args.fits):
         sub = out / name if len(fits) > 1 else out
-        table = diag.summary(dt, var_names)
-        io.save_table(table, sub / "summary.csv", overwrite=True)
-        diag.save_plots(dt, sub, var_names)
         verdict = diag.check(dt, var_names)
         entry = {"file": str(path), "ok": verdict.ok, "max_rhat": verdict.max_rhat,
                  "min_ess_bulk": verdict.min_ess_bulk, "divergences": verdict.divergences,
-                 "problems": list(verdict.problems)}
+                 "problems": list(verdict.problems), "broken": list(verdict.broken)}
+        report[name] = entry
+        if verdict.broken:  # no summary, plots or LOO of draws that are not draws
+            print(f"== {name} ({path})\n{json.dumps(io.strict_json(entry))}")
+            continue
+        table = diag.summary(dt, var_names)
+        io.save_table(table, sub / "summary.csv", overwrite=True)
+        diag.save_plots(dt, sub, var_names)
         if "log_likelihood" in dt.children:
             try:
                 lo = diag.loo(dt)
                 entry.update(elpd_loo=float(lo.elpd), se=float(lo.se), p_loo=float(lo.p))
             except ValueError as err:  # e.g. too few draws for Pareto smoothing: say so, keep the rest
                 entry["loo_error"] = str(err)
-        report[name] = entry
         print(f"== {name} ({path})\n{table.to_string()}\n{json.dumps(io.strict_json(entry))}")
     if len(fits) > 1:
         if all("elpd_loo" in entry for entry in report.values()):
@@ -77,4 +87,8 @@ def run(args: argparse.Namespace) -> int:
             print("no LOO comparison: PSIS-LOO is not available for every fit (see diagnostics.json)")
     io.save_json(report, out / "diagnostics.json", overwrite=True)
     print(f"wrote {out / 'diagnostics.json'}")
-    return 0
+    broken = {name: e["broken"] for name, e in report.items() if e["broken"]}
+    for name, problems in broken.items():
+        print(f"psm-bayes diagnose: fit {name!r} ({report[name]['file']}) is broken: {'; '.join(problems)}",
+              file=sys.stderr)
+    return 1 if broken else 0

@@ -6,7 +6,8 @@ import argparse
 
 from psm_bayes.cli import options
 
-DEFAULT_TRUTHS = "persona_selection,response_bias,trait_indicator,similarity,permuted_personas"
+DEFAULT_TRUTHS = ("persona_selection,response_bias,trait_indicator,profile_similarity,surface_similarity,generic_shift,"
+                  "permuted_personas")
 
 
 def _names(text: str) -> list[str]:
@@ -48,9 +49,9 @@ def add_flags(p: argparse.ArgumentParser) -> None:
                    help="NUTS draws per chain (default: the pilot run's, else 1000)")
     g.add_argument("--chains", type=options.positive_int, default=None,
                    help="NUTS chains (default: the pilot run's, else 2)")
-    g.add_argument("--criteria-se", type=float, default=2.0,
+    g.add_argument("--criteria-se", type=options.positive_float, default=2.0,
                    help="standard errors of the criterion 'PSM beats every null' (default 2, as the run)")
-    g.add_argument("--target", type=float, default=0.8,
+    g.add_argument("--target", type=options.open_unit, default=0.8,
                    help="right-decision rate the chosen size must reach for every truth (default 0.8)")
 
 
@@ -58,8 +59,8 @@ def run(args: argparse.Namespace) -> int:
     """Run the power analysis of ``study --power``."""
     from psm_bayes import io
     from psm_bayes.cli.errors import UsageError
-    from psm_bayes.experiments import power
-    from psm_bayes.experiments.fits import NULLS, PSM, FitSettings
+    from psm_bayes.experiments.analysis import power
+    from psm_bayes.experiments.analysis.fitting import FitSettings, NULLS, PSM
     from psm_bayes.inference import configure_jax
 
     if args.spec is not None:
@@ -92,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
                            logodds_df=pilot.config.get("logodds_df", FitSettings().logodds_df))
     out = io.prepare_output_dir(args.out, command="study", resume=True)
     seed0 = args.seed or 0
-    configure_jax()
+    configure_jax(cache_dir=out / "cache" / "jax")  # the workers (spawned) inherit the folder
     rows = power.power_analysis(pilot, truths=truths, models=models, probes_per_trait=args.probes_per_trait,
                                 seeds=range(seed0, seed0 + args.replicates), settings=settings,
                                 k=args.criteria_se, out_dir=out, workers=args.workers,

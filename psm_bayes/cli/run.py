@@ -9,7 +9,9 @@ Example::
 measures ICL curves and LoRA SFT shifts, fits the PSM and the baselines with
 NUTS and writes ``report.md``, plots, ``fits/*.nc`` and ``results.json``
 (see :mod:`psm_bayes.experiments.pipeline`).  LLM measurements are cached
-under ``<out>/cache``: rerunning the same command resumes.
+under ``<out>/cache``: rerunning the same command resumes.  One run at a
+time per folder: a second ``run`` on a folder in use is refused, naming the
+PID holding it (:mod:`psm_bayes.runlock`).
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--probes-per-trait", type=options.positive_int, default=None, metavar="N", help="held-out statements per trait")
     p.add_argument("--max-shots", type=options.positive_int, default=None, metavar="N", help="largest number of in-context examples")
     p.add_argument("--orderings", type=options.positive_int, default=None, metavar="N", help="shot orderings per trait")
-    p.add_argument("--sft-trait", default=None, metavar="TRAIT", help="trait fine-tuned (default: first trait)")
+    p.add_argument("--sft-traits", default=None, metavar="A,B",
+                   help="comma-separated traits fine-tuned, each once per pole (default: the first two traits)")
     p.add_argument("--sft-examples", type=options.positive_int, default=None, metavar="N", help="SFT training episodes")
     p.add_argument("--sft-steps", type=options.positive_int, default=None, metavar="N", help="LoRA optimiser steps per seed")
     p.add_argument("--sft-seeds", type=options.positive_int, default=None, metavar="N", help="LoRA runs (seeds)")
@@ -62,7 +65,8 @@ def register(subparsers: Any) -> None:
                    help="persona form in the persona table: k example answers by the persona (default "
                         "fewshot), its description preamble, or both")
     p.add_argument("--persona-examples", type=options.positive_int, default=None, metavar="K",
-                   help="statements per trait reserved as few-shot persona examples (default 8)")
+                   help="statements per trait reserved as few-shot persona examples (default 64: as many as "
+                        "the largest shot count)")
     p.add_argument("--target-accept", type=options.open_unit, default=None, metavar="P", help="NUTS target acceptance")
     p.add_argument("--compare-persona-contexts", action="store_true", default=None,
                    help="also score the persona table with descriptions and with both forms (2 more passes) and "
@@ -73,12 +77,13 @@ def register(subparsers: Any) -> None:
                         "where all their traits are in the run)")
     p.add_argument("--no-exact-refits", dest="exact_refits", action="store_false", default=None,
                    help="keep PSIS values where Pareto k > 0.7 instead of refitting without the item")
+    options.add_verify_cache(p)
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_main)
 
 
 _FLAGS = {"probes_per_trait": "probes_per_trait", "max_shots": "max_shots", "orderings": "orderings",
-          "sft_trait": "sft_trait", "sft_examples": "sft_examples", "sft_steps": "sft_steps",
+          "sft_examples": "sft_examples", "sft_steps": "sft_steps",
           "sft_seeds": "sft_seeds", "sft_lr": "sft_lr", "num_samples": "num_samples", "num_warmup": "num_warmup",
           "num_chains": "num_chains", "model": "model", "dtype": "dtype", "device": "device", "threads": "threads", "seed": "seed",
           "probes_dir": "probes_dir", "screen_traits": "screen_traits", "persona_context": "persona_context",
@@ -91,10 +96,9 @@ def config_from_args(args: argparse.Namespace) -> Any:
     from psm_bayes.experiments.pipeline import ExperimentConfig
 
     over = {field: getattr(args, flag) for flag, field in _FLAGS.items() if getattr(args, flag) is not None}
-    if args.traits:
-        over["traits"] = tuple(t.strip() for t in args.traits.split(",") if t.strip())
-    if args.models:
-        over["models"] = tuple(m.strip() for m in args.models.split(",") if m.strip())
+    for flag, field in (("--traits", "traits"), ("--sft-traits", "sft_traits"), ("--models", "models")):
+        if getattr(args, field) is not None:
+            over[field] = options.name_list(getattr(args, field), flag)
     if args.multi_trait is not None:
         text = args.multi_trait.strip()
         over["multi_trait_personas"] = () if text.lower() == "none" else tuple(
@@ -109,7 +113,6 @@ def _flag(field: str) -> str:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from psm_bayes import io
     from psm_bayes.cli.errors import UsageError
 
     try:
@@ -118,13 +121,14 @@ def _main(args: argparse.Namespace) -> int:
         field, sep, rest = str(err).partition(":")
         if field == "multi_trait_personas":
             raise UsageError("--multi-trait", rest.strip()) from err
-        if sep and (field in _FLAGS or field in ("traits", "models")):
+        if sep and (field in _FLAGS or field in ("traits", "sft_traits", "models")):
             raise UsageError(_flag(field), rest.strip()) from err
         raise
-    out = io.prepare_output_dir(args.out, command="run", resume=True)
     from psm_bayes.experiments.pipeline import run_experiment
+    from psm_bayes.integrity import verifying
 
-    res = run_experiment(cfg, out, progress=not args.quiet)
+    with verifying(args.verify_cache):  # the folder is checked, created and locked by run_experiment
+        res = run_experiment(cfg, args.out, progress=not args.quiet)
     r = res.results
     if not args.quiet:
         print(f"report: {res.out_dir / 'report.md'}  ({r['timings'].get('total', float('nan')):.0f} s)")

@@ -48,8 +48,8 @@ def run(args: argparse.Namespace) -> int:
     entry = catalogue.get(args.model)
     model = entry.model(args.backend)
     priors = options.make_priors(entry.priors, args.prior)
+    sizes = {**entry.sizes, **dict(options.check_sizes(args.size))}
     out = io.prepare_output_dir(args.out, command="sbc", overwrite=args.overwrite)
-    sizes = {**entry.sizes, **dict(args.size)}
     try:
         data = entry.simulator()(priors, seed=args.seed, **sizes)[0]
     except TypeError as err:

@@ -53,6 +53,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--batch-size", type=options.positive_int, default=None, help="default: sized to the device")
     p.add_argument("--chunk-size", type=options.positive_int, default=256, help="pairs per cached chunk")
     p.add_argument("--seed", type=options.nonneg_int, default=0, help="seed of the probe subset")
+    options.add_verify_cache(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_score)
 
@@ -63,14 +64,14 @@ def run_score(args: argparse.Namespace) -> int:
 
     from psm_bayes import io
     from psm_bayes.data import DataError, LogLikTable, PersonaSet
+    from psm_bayes.integrity import verifying
     from psm_bayes.llm.cache import ScoreCache
-    from psm_bayes.llm.loading import cache_root, load_scorer
+    from psm_bayes.llm.loading import cache_root
+    from psm_bayes.llm.scorer import load_scorer
     from psm_bayes.probes import load_anthropic_persona, load_personas, load_probes
 
     out = io.check_output(args.out, (".nc",), overwrite=args.overwrite)
-    traits = [t.strip() for t in args.traits.split(",") if t.strip()] if args.traits else None
-    if args.traits is not None and not traits:
-        raise DataError("--traits: expected a comma-separated list of trait names")
+    traits = None if args.traits is None else list(options.name_list(args.traits, "--traits"))
     if args.probes == "builtin":
         probes = load_probes(traits=traits, n_per_trait=args.n_per_trait, seed=args.seed)
     else:
@@ -86,8 +87,9 @@ def run_score(args: argparse.Namespace) -> int:
                           [ps.descriptions[i] for i in keep])
 
     t0 = time.perf_counter()
-    scorer = load_scorer(args.model, device=args.device, dtype=args.dtype, threads=args.threads,
-                         batch_size=args.batch_size, prompt_format=args.prompt_format)
+    with verifying(args.verify_cache):
+        scorer = load_scorer(args.model, device=args.device, dtype=args.dtype, threads=args.threads,
+                             batch_size=args.batch_size, prompt_format=args.prompt_format)
     loaded = scorer.loaded
     t_load = time.perf_counter() - t0
     cache = None

@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         sizes["latent_prior"] = True
     if args.no_authorial_bias:
         sizes["authorial_bias"] = False
-    sizes.update(dict(args.size))
+    sizes.update(dict(options.check_sizes(args.size)))
     pairs = list(args.prior) + ([("concentration", args.concentration)] if args.concentration else [])
     priors = options.make_priors(entry.priors, pairs)
     try:

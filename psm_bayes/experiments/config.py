@@ -1,14 +1,14 @@
 """Configuration of the real-model experiment (``psm-bayes run``).
 
 :class:`ExperimentConfig` holds every setting: the design and scoring
-settings flat, the LoRA settings as ``sft`` (:class:`~psm_bayes.experiments.finetune.SFTSettings`)
-and the NUTS settings as ``fit`` (:class:`~psm_bayes.experiments.fits.FitSettings`),
+settings flat, the LoRA settings as ``sft`` (:class:`~psm_bayes.experiments.measure.lora.SFTSettings`)
+and the NUTS settings as ``fit`` (:class:`~psm_bayes.experiments.analysis.fitting.FitSettings`),
 so each stage gets only what it uses.
 Defaults are the smallest design that has every condition (4 traits and a
-multi-trait persona, 4 evaluation items per trait, shots up to 8, 3 LoRA seeds
-x 3 checkpoints) on the embedded default model, Gemma 3 270M (add the second
-with ``models=DEFAULT_MODELS + ("smollm2-135m-instruct",)``): it fits the
-20-minute budget on 2 cores.  The power analysis on a pilot
+multi-trait persona, 16 evaluation items per trait, shots up to 64 in 2 orderings, 2 SFT
+traits x 2 poles x 3 LoRA seeds x 4 checkpoints) on the embedded default model, Gemma 3 270M (add the second
+with ``models=DEFAULT_MODELS + ("smollm2-135m-instruct",)``); its wall time at 64 shots is not yet
+measured against the 20-minute budget on 2 cores.  The power analysis on a pilot
 (``benchmarks/power_results.md``) found this size NOT powered for the
 comparison criterion (about 20 items per trait would be), so the default run
 is a demonstration of every stage and check, not a powered test;
@@ -19,13 +19,14 @@ measured wall time in ``benchmarks/README.md``;
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from psm_bayes.experiments.finetune import SFTSettings
-from psm_bayes.experiments.fits import NULLS, FitSettings
+from psm_bayes.experiments.measure.lora import SFTSettings
+from psm_bayes.experiments.analysis.fitting import FitSettings, NULLS
 
 DEFAULT_TRAITS: tuple[str, ...] = ("honesty", "sycophancy", "power-seeking", "humour")
 """Traits of the default run on the shipped probes (the first is also the default SFT trait)."""
@@ -42,7 +43,8 @@ takes about twice as long)."""
 
 
 _ROUTED: dict[str, tuple[str, str]] = {
-    "sft_batch_size": ("sft", "batch_size"), "sft_lr": ("sft", "lr"),
+    "sft_batch_size": ("sft", "batch_size"), "sft_lr": ("sft", "lr"), "sft_warmup": ("sft", "warmup"),
+    "sft_schedule": ("sft", "schedule"), "sft_loss": ("sft", "loss"),
     "lora_rank": ("sft", "rank"), "sft_seeds": ("sft", "seeds"),
     "num_warmup": ("fit", "num_warmup"), "num_samples": ("fit", "num_samples"), "num_chains": ("fit", "num_chains"),
     "target_accept": ("fit", "target_accept"), "refit_unconverged": ("fit", "refit_unconverged"),
@@ -83,25 +85,35 @@ class ExperimentConfig:
         Statements per trait whose neutral answers fit the pre-training prior
         (EM); used for nothing else.
     max_shots : int
-        Largest number of in-context examples (even); counts 0, 2, 4, 8, ...
-        up to it, each prefix label-balanced.
+        Largest number of in-context examples (even; up to what the model's
+        context holds); counts 0, 1, 2, 4, 8, ... up to it, every even prefix
+        label-balanced, all counts of a sequence measured from one forward
+        pass (default 64: where these small models' personas separate).
     orderings : int
-        Shot sequences (different statements / orders) per trait.
-    sft_trait : str, optional
-        Trait fine-tuned, once per pole (default: the first trait).
+        Shot sequences per trait, each with its own statements (drawn from
+        the trait's shot pool) and order.
+    sft_traits : tuple of str, optional
+        Traits fine-tuned, each once per pole and seed (default: the first two
+        traits, or the only one); the SFT data then hold cross-trait contrasts
+        (trained on A, measured on B) for every pair.
     sft_examples : int
-        SFT episodes (even; half the matching answers Yes).
+        SFT episodes per SFT trait (even; half the matching answers Yes;
+        default 16, the sweep's choice, ``benchmarks/sft_sweep.md``).
     sft_checkpoints : tuple of int
         Optimiser steps at which the fine-tuned models are measured (the
-        dose-response grid; the last is the number of steps trained).
+        dose-response grid from onset to saturation; the last is the number
+        of steps trained; default 4 checkpoints of 12 steps).
     persona_examples : int
         ``k`` (even): statements per trait that define the few-shot personas
-        (half the matching answers Yes), never scored anywhere.
+        (half the matching answers Yes), never scored anywhere; default 64 =
+        ``max_shots``, so the persona table is measured at the evidence
+        strength the ICL conditions reach (PSM's predicted shift is bounded
+        by the table's separation).
     seed : int
         Seed of splits, shot sequences and fits.
     persona_context : {"fewshot", "description", "both"}
         How a persona conditions the model in the persona table
-        (:func:`psm_bayes.experiments.persona_table.persona_contexts`).
+        (:func:`psm_bayes.experiments.measure.persona_table.persona_contexts`).
     compare_persona_contexts : bool
         Also score the persona table under the other context forms (two more
         table passes per model; off by default) and report the persona
@@ -137,7 +149,7 @@ class ExperimentConfig:
         NUTS settings (flat names ``num_warmup``, ``num_samples``, ...).
     multi_trait_personas : tuple of tuple of str, optional
         Groups of traits, each adding one persona per pole whose examples
-        span all its traits (:func:`psm_bayes.experiments.persona_table.with_multi_trait`).
+        span all its traits (:func:`psm_bayes.experiments.measure.persona_table.with_multi_trait`).
         ``None``: the groups of :data:`DEFAULT_MULTI_TRAIT` whose traits are
         all in the run; ``()``: none.
     """
@@ -147,14 +159,14 @@ class ExperimentConfig:
     screen_traits: int = 5
     screen_items: int = 8
     screen_threshold: float = 0.1
-    probes_per_trait: int = 4
+    probes_per_trait: int = 16
     prior_items: int = 4
-    max_shots: int = 8
-    orderings: int = 1
-    sft_trait: str | None = None
-    sft_examples: int = 12
-    sft_checkpoints: tuple[int, ...] = (2, 4, 6)
-    persona_examples: int = 8
+    max_shots: int = 64
+    orderings: int = 2
+    sft_traits: tuple[str, ...] | None = None
+    sft_examples: int = 16
+    sft_checkpoints: tuple[int, ...] = (3, 6, 9, 12)
+    persona_examples: int = 64
     seed: int = 0
     persona_context: str = "fewshot"
     compare_persona_contexts: bool = False
@@ -167,7 +179,8 @@ class ExperimentConfig:
     batch_size: int = 16
     criteria_se: float = 2.0
     null_models: tuple[str, ...] = NULLS
-    sft: SFTSettings = SFTSettings(steps=6, seeds=(0, 1, 2))
+    # chosen by the documented sweep on trained-statement shift and loss alone (benchmarks/sft_sweep.md)
+    sft: SFTSettings = SFTSettings(steps=12, lr=5e-4, seeds=(0, 1, 2))
     # 1000 draws per chain: at 300 the max R-hat over the ~20 latent sites sat at 1.01-1.03 on every fit of
     # the default run from sampling noise alone (each was refitted); at 1000 it is 1.003-1.009, and draws cost
     # ~2 s per fit against ~10 s of JIT compilation (measured on the default run's data, benchmarks/README.md).
@@ -175,7 +188,7 @@ class ExperimentConfig:
     multi_trait_personas: tuple[tuple[str, ...], ...] | None = None
 
     def __post_init__(self) -> None:
-        from psm_bayes.experiments.persona_table import PERSONA_CONTEXTS
+        from psm_bayes.experiments.measure.persona_table import PERSONA_CONTEXTS
 
         if self.traits is None and self.probes_dir is None:
             object.__setattr__(self, "traits", DEFAULT_TRAITS)
@@ -183,8 +196,13 @@ class ExperimentConfig:
             object.__setattr__(self, "traits", tuple(self.traits))
             if not self.traits:
                 raise ValueError("traits: expected at least one trait")
-            if self.sft_trait is not None and self.sft_trait not in self.traits:
-                raise ValueError(f"sft_trait: {self.sft_trait!r} is not one of traits {self.traits}")
+            if self.sft_traits is not None and not set(self.sft_traits) <= set(self.traits):
+                raise ValueError(f"sft_traits: {sorted(set(self.sft_traits) - set(self.traits))} are not among "
+                                 f"the traits {list(self.traits)}")
+        if self.sft_traits is not None:
+            object.__setattr__(self, "sft_traits", tuple(str(t) for t in self.sft_traits))
+            if not self.sft_traits or len(set(self.sft_traits)) < len(self.sft_traits):
+                raise ValueError(f"sft_traits: expected one or more distinct traits, got {list(self.sft_traits)}")
         object.__setattr__(self, "models", tuple(self.models))
         if self.multi_trait_personas is not None:
             groups = tuple(tuple(str(t) for t in g) for g in self.multi_trait_personas)
@@ -220,8 +238,12 @@ class ExperimentConfig:
         if self.probes_dir is not None and self.persona_context != "fewshot":
             raise ValueError(f"persona_context: probes_dir has no persona descriptions; expected 'fewshot', "
                              f"got {self.persona_context!r}")
-        if not self.criteria_se > 0:
-            raise ValueError(f"criteria_se: expected > 0, got {self.criteria_se!r}")
+        for name, value in (("criteria_se", self.criteria_se), ("prior_pseudo_count", self.prior_pseudo_count),
+                            ("sft_lr", self.sft.lr), ("screen_threshold", self.screen_threshold)):
+            ok = isinstance(value, (int, float)) and math.isfinite(value)
+            if not ok or (name != "screen_threshold" and not value > 0):
+                raise ValueError(f"{name}: expected a finite number{' > 0' if name != 'screen_threshold' else ''}, "
+                                 f"got {value!r}")
         if self.persona_context not in PERSONA_CONTEXTS:
             raise ValueError(f"persona_context: expected one of {PERSONA_CONTEXTS}, got {self.persona_context!r}")
         if self.persona_examples < 2 or self.persona_examples % 2:
@@ -237,27 +259,30 @@ class ExperimentConfig:
             return self.multi_trait_personas
         return tuple(g for g in DEFAULT_MULTI_TRAIT if set(g) <= set(traits))
 
-    def trained_trait(self, traits: tuple[str, ...] | None = None) -> str:
-        """The SFT trait: ``sft_trait``, else the first of ``traits`` (default the configured traits)."""
+    def trained_traits(self, traits: tuple[str, ...] | None = None) -> tuple[str, ...]:
+        """The SFT traits: ``sft_traits``, else the first two of ``traits`` (default the configured traits)."""
         traits = traits or self.traits
-        if self.sft_trait is not None:
-            return self.sft_trait
+        if self.sft_traits is not None:
+            return self.sft_traits
         if not traits:
             raise ValueError("traits: not known before screening")
-        return traits[0]
+        return tuple(traits[:2])
 
     @classmethod
     def build(cls, **settings: Any) -> "ExperimentConfig":
         """A config from flat setting names (the CLI's), routing SFT and NUTS names into ``sft`` / ``fit``.
 
         ``sft_seeds=n`` means seeds ``0 .. n-1``; ``lora_rank=r`` sets LoRA alpha ``2 r``;
-        ``sft_steps=s`` (without ``sft_checkpoints``) measures at ``s/4, s/2, s``; ``model=m`` means
+        ``sft_steps=s`` (without ``sft_checkpoints``) measures at ``s/4, s/2, 3s/4, s``; ``model=m`` means
         ``models=(m,)``.
         """
         settings = dict(settings)
+        for k, v in settings.items():  # inf / NaN reach no int() or comparison below
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"{k}: expected a finite number, got {v!r}")
         steps = settings.pop("sft_steps", None)
         if steps is not None and "sft_checkpoints" not in settings:
-            settings["sft_checkpoints"] = tuple(sorted({max(1, int(steps) // 4), max(1, int(steps) // 2), int(steps)}))
+            settings["sft_checkpoints"] = tuple(sorted({max(1, int(steps) * q // 4) for q in (1, 2, 3, 4)}))
         model = settings.pop("model", None)
         if model is not None:
             settings["models"] = (model,)
@@ -280,16 +305,17 @@ class ExperimentConfig:
     @classmethod
     def quick(cls, **overrides: Any) -> "ExperimentConfig":
         """A tiny setting for tests (a couple of minutes on one core); flat names as in :meth:`build`."""
-        base = dict(traits=("honesty", "humour"), probes_per_trait=4, prior_items=2, max_shots=4, sft_examples=8,
-                    sft_checkpoints=(4, 8), sft_seeds=1, persona_examples=4, screen_traits=2, screen_items=4,
-                    compare_persona_contexts=False, num_warmup=150, num_samples=150, num_chains=2,
+        base = dict(traits=("honesty", "humour"), probes_per_trait=4, prior_items=2, max_shots=4, orderings=1,
+                    sft_examples=8, sft_checkpoints=(4, 8), sft_seeds=1, persona_examples=4, screen_traits=2,
+                    screen_items=4, compare_persona_contexts=False, num_warmup=150, num_samples=150, num_chains=2,
                     refit_unconverged=False)
         return cls._over(base, overrides)
 
     @classmethod
     def small(cls, **overrides: Any) -> "ExperimentConfig":
         """A notebook-sized setting (a few minutes); flat names as in :meth:`build`."""
-        base = dict(traits=("honesty", "sycophancy", "humour"), probes_per_trait=6, max_shots=4, sft_examples=8,
+        base = dict(traits=("honesty", "sycophancy", "humour"), probes_per_trait=6, max_shots=4, orderings=1,
+                    persona_examples=8, sft_examples=8,
                     sft_checkpoints=(4, 8), sft_seeds=2, models=DEFAULT_MODELS[:1], num_warmup=300,
                     num_samples=300, refit_unconverged=False)
         return cls._over(base, overrides)
@@ -301,11 +327,12 @@ class ExperimentConfig:
         return cls.build(**{**base, **overrides})
 
     def to_dict(self) -> dict:
-        """Flat JSON-ready dict (the names :meth:`build` takes; ``sft_trait`` resolved)."""
+        """Flat JSON-ready dict (the names :meth:`build` takes)."""
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("sft", "fit")}
         d["traits"] = None if self.traits is None else list(self.traits)
         d["models"] = list(self.models)
         d["sft_checkpoints"] = list(self.sft_checkpoints)
+        d["sft_traits"] = None if self.sft_traits is None else list(self.sft_traits)
         d["null_models"] = list(self.null_models)
         d["multi_trait_personas"] = (None if self.multi_trait_personas is None
                                      else [list(g) for g in self.multi_trait_personas])

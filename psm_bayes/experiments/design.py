@@ -8,12 +8,21 @@ Yes, half No):
 * **prior** items -- their neutral answers fit the pre-training prior (EM);
 * **persona examples** -- define the few-shot personas ``t+`` / ``t-``
   (same statements, opposite answers), never scored;
-* **ICL shots** -- ``max_shots`` statements per trait; each ordering is a
-  sequence of (matching-Yes, matching-No) pairs, so every even prefix is
-  label-balanced; ``t+`` shots give the matching answers, ``t-`` shots the
-  other answers on the identical statements;
-* **SFT episodes** -- ``sft_examples`` statements of the SFT trait, fine-tuned
-  once per pole (again identical statements, opposite answers).
+* **ICL shots** -- the trait's statements left after the other roles form
+  its shot pool; each of the ``orderings`` draws its own ``max_shots``
+  statements from it (as disjoint from the other orderings' as the pool
+  allows) in its own order, as a sequence of (matching-Yes, matching-No)
+  pairs, so every even prefix is label-balanced; sequences are nested (the
+  ``n``-shot context is the first ``n`` shots of the longest); ``t+`` shots
+  give the matching answers, ``t-`` shots the other answers on the identical
+  statements.  The 1-shot prefix cannot be balanced: its one shot is
+  matching-Yes in even orderings and matching-No in odd ones, so it balances
+  over pairs of orderings;
+* **SFT episodes** -- ``sft_examples`` statements of each SFT trait, drawn
+  before the shots, fine-tuned once per pole (again identical statements,
+  opposite answers); the trained statements of one trait are no role of any
+  other trait, so a cross-trait contrast (trained on A, measured on B's
+  evaluation items) never sees a trained statement.
 
 :class:`Design` asserts that the roles are disjoint and free of duplicates,
 and reports the label balance (``results["design"]["label_balance"]``).
@@ -45,10 +54,10 @@ def balanced_sample(rng: np.random.Generator, pool: np.ndarray, match: np.ndarra
 
 
 def shot_counts(max_shots: int) -> list[int]:
-    """``[0, 2, 4, 8, ...]`` doubling from 2 up to ``max_shots`` (even, always included)."""
+    """``[0, 1, 2, 4, 8, ...]`` doubling up to ``max_shots`` (even, always included)."""
     if max_shots < 2 or max_shots % 2:
         raise ValueError(f"max_shots: expected an even number >= 2, got {max_shots}")
-    out, n = [0], 2
+    out, n = [0, 1], 2
     while n < max_shots:
         out.append(n)
         n *= 2
@@ -83,11 +92,48 @@ class ShotSequence:
         return self.matching.copy() if pole == "+" else 1 - self.matching
 
 
-def _sequence(rng: np.random.Generator, pool: np.ndarray, match: np.ndarray, trait: str, o: int) -> ShotSequence:
+def shot_sequences(seed: Any, pool: np.ndarray, match: np.ndarray, trait: str, orderings: int,
+                   max_shots: int) -> list[ShotSequence]:
+    """``orderings`` nested sequences of ``max_shots`` statements of a trait's shot pool (see the module docstring).
+
+    The pool's matching-Yes and matching-No statements are shuffled once
+    (seed ``[*seed]``); ordering ``o`` takes the ``o``-th block of
+    ``max_shots / 2`` of each (wrapping round when the pool is smaller than
+    all orderings together) and pairs them in its own order (seed ``[*seed, o]``).
+    """
+    rng = np.random.default_rng(list(seed))
     yes, no = rng.permutation(pool[match[pool] == 0]), rng.permutation(pool[match[pool] == 1])
-    pairs = [rng.permutation([a, b]) for a, b in zip(yes, no)]
-    items = np.concatenate(pairs).astype(int)
-    return ShotSequence(trait, o, items, match[items].copy())
+    half = max_shots // 2
+    if min(yes.size, no.size) < half:
+        raise DataError(f"max_shots: {max_shots} label-balanced shots of {trait!r} need {half} matching-Yes and "
+                        f"{half} matching-No statements in its shot pool; only {yes.size} and {no.size} left "
+                        f"(use fewer shots or fewer items per role)")
+    out = []
+    for o in range(orderings):
+        r = np.random.default_rng(list(seed) + [o])
+        ys, ns = (x[(o * half + np.arange(half)) % x.size] for x in (yes, no))
+        ys, ns = r.permutation(ys), r.permutation(ns)
+        first = [[ys[0], ns[0]]] if o % 2 == 0 else [[ns[0], ys[0]]]   # the 1-shot prefix alternates Yes / No
+        pairs = first + [r.permutation([a, b]) for a, b in zip(ys[1:], ns[1:])]
+        items = np.concatenate(pairs).astype(int)
+        out.append(ShotSequence(trait, o, items, match[items].copy()))
+    return out
+
+
+def _no_text_in_two_roles(probes: ProbeSet, roles: dict[str, np.ndarray]) -> None:
+    """DataError when one statement text, after :func:`psm_bayes.probes.quality.normalise`, plays two roles.
+
+    Index checks miss a statement that appears twice in the probes (a leak
+    between, e.g., evaluation and SFT); the loaders refuse those, this asserts it.
+    """
+    from psm_bayes.probes.quality import normalise
+
+    seen: dict[str, str] = {}
+    for role, idx in roles.items():
+        for text in {normalise(probes.statements[i]) for i in np.asarray(idx, dtype=int)}:
+            if seen.setdefault(text, role) != role:
+                raise DataError(f"design: the statement {text[:80]!r} is both {seen[text]} and {role} after "
+                                "normalising case and spacing (leakage)")
 
 
 @dataclass(frozen=True)
@@ -99,21 +145,23 @@ class Design:
     probes : ProbeSet
         The probes (all indices below point into it).
     traits : tuple of str
-    sft_trait : str
+    sft_traits : tuple of str
+        Traits fine-tuned (each once per pole).
     eval_idx, prior_idx, persona_idx : numpy.ndarray
         Evaluation items, prior items and persona examples, grouped by trait
         (persona examples in prompt order).
     sequences : tuple of ShotSequence
         Shot sequences (one per trait and ordering).
     n_values : tuple of int
-        Shot counts (0 first, all even).
+        Shot counts (0, 1, then even ones doubling up to the largest).
     sft_train : numpy.ndarray
-        SFT episodes (statements of ``sft_trait``), in a fixed order.
+        SFT episodes of every SFT trait (grouped by trait in ``sft_traits`` order, each in a fixed order;
+        :meth:`sft_episodes` gives one trait's).
     """
 
     probes: ProbeSet
     traits: tuple[str, ...]
-    sft_trait: str
+    sft_traits: tuple[str, ...]
     eval_idx: np.ndarray
     prior_idx: np.ndarray
     persona_idx: np.ndarray
@@ -132,12 +180,30 @@ class Design:
                 both = np.intersect1d(roles[names[a]], roles[names[b]])
                 if both.size:
                     raise DataError(f"design: {both.size} statements are both {names[a]} and {names[b]} (leakage)")
+        _no_text_in_two_roles(self.probes, roles)
         for s in self.sequences:
             m = s.matching
+            if len(np.unique(s.items)) != len(s.items) or len(s.items) < max(self.n_values):
+                raise DataError(f"design: the shots of {s.trait!r} ordering {s.ordering} repeat a statement or are "
+                                f"fewer than {max(self.n_values)}")
             for n in self.n_values:
-                if n and (m[:n] == 0).sum() * 2 != n:
+                if n % 2 == 0 and (m[:n] == 0).sum() * 2 != n:
                     raise DataError(f"design: the first {n} shots of {s.trait!r} ordering {s.ordering} are not "
                                     f"label-balanced")
+        match, trait = self.probes.matching_option, self.probes.trait
+        for role, idx in (("persona examples", self.persona_idx), ("SFT episodes", self.sft_train)):
+            for t in dict.fromkeys(trait[idx]):                # label balance: an assertion, not a criterion
+                yes = int((match[idx[trait[idx] == t]] == 0).sum())
+                n = int((trait[idx] == t).sum())
+                if n % 2 == 0 and 2 * yes != n:
+                    raise DataError(f"design: the {role} of {t!r} are not label-balanced ({yes} of {n} "
+                                    f"matching-Yes)")
+
+    def sft_episodes(self, trait: str) -> np.ndarray:
+        """The SFT episodes of ``trait`` (probe indices, in training order)."""
+        if trait not in self.sft_traits:
+            raise DataError(f"sft_traits: {trait!r} is not fine-tuned in this design (SFT traits {self.sft_traits})")
+        return self.sft_train[self.probes.trait[self.sft_train] == trait]
 
     def roles(self) -> dict[str, np.ndarray]:
         """Probe indices of each role (shots: the union over orderings)."""
@@ -174,11 +240,11 @@ def make_design(cfg: Any, probes: ProbeSet, traits: Sequence[str]) -> Design:
         The experiment's traits (``cfg.traits`` or the screening stage's pick).
     """
     traits = tuple(traits)
-    sft_trait = cfg.trained_trait(traits)
-    if sft_trait not in traits:
-        raise DataError(f"sft_trait: {sft_trait!r} is not one of the traits {traits}")
+    sft_traits = cfg.trained_traits(traits)
+    if not set(sft_traits) <= set(traits):
+        raise DataError(f"sft_traits: {sorted(set(sft_traits) - set(traits))} are not among the traits {traits}")
     match = probes.matching_option
-    ev, pr, pe, seqs, sft = [], [], [], [], np.zeros(0, int)
+    ev, pr, pe, seqs, sft = [], [], [], [], {t: np.zeros(0, int) for t in sft_traits}
     for ti, t in enumerate(traits):
         pool = np.flatnonzero(probes.trait == t)
         if pool.size == 0:
@@ -186,16 +252,16 @@ def make_design(cfg: Any, probes: ProbeSet, traits: Sequence[str]) -> Design:
         rng = np.random.default_rng([cfg.seed, 1, ti])
         picks = {}
         for what, k in (("probes_per_trait", cfg.probes_per_trait), ("prior_items", cfg.prior_items),
-                        ("persona_examples", cfg.persona_examples), ("max_shots", cfg.max_shots)):
+                        ("persona_examples", cfg.persona_examples),
+                        ("sft_examples", cfg.sft_examples if t in sft_traits else 0)):
             picks[what] = balanced_sample(rng, pool, match, k, what, t)
             pool = np.setdiff1d(pool, picks[what])
         ev.append(np.sort(picks["probes_per_trait"]))
         pr.append(np.sort(picks["prior_items"]))
         pe.append(rng.permutation(picks["persona_examples"]))
-        seqs += [_sequence(np.random.default_rng([cfg.seed, 2, ti, o]), picks["max_shots"], match, t, o)
-                 for o in range(cfg.orderings)]
-        if t == sft_trait:
-            sft = rng.permutation(balanced_sample(rng, pool, match, cfg.sft_examples, "sft_examples", t))
-    return Design(probes=probes, traits=traits, sft_trait=sft_trait, eval_idx=np.concatenate(ev),
+        seqs += shot_sequences([cfg.seed, 2, ti], pool, match, t, cfg.orderings, cfg.max_shots)  # the rest: shot pool
+        if t in sft_traits:
+            sft[t] = rng.permutation(picks["sft_examples"])
+    return Design(probes=probes, traits=traits, sft_traits=sft_traits, eval_idx=np.concatenate(ev),
                   prior_idx=np.concatenate(pr), persona_idx=np.concatenate(pe), sequences=tuple(seqs),
-                  n_values=tuple(shot_counts(cfg.max_shots)), sft_train=sft)
+                  n_values=tuple(shot_counts(cfg.max_shots)), sft_train=np.concatenate([sft[t] for t in sft_traits]))

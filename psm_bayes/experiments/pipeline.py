@@ -4,7 +4,7 @@
 from the configuration alone), then runs (each LLM stage cached under
 ``out_dir/cache/<model>`` so an interrupted run resumes):
 
-0. **source + screening** -- :mod:`psm_bayes.experiments.screening`: the
+0. **source + screening** -- :mod:`psm_bayes.experiments.measure.screening`: the
    shipped probes or an Anthropic persona folder; with a folder and no
    traits, the traits the first model separates;
 1. **design** -- :func:`psm_bayes.experiments.design.make_design`: disjoint,
@@ -12,15 +12,15 @@ from the configuration alone), then runs (each LLM stage cached under
 
 and for each language model (``cfg.models``):
 
-2. **persona table + prior** -- :func:`psm_bayes.experiments.persona_table.measure_personas`;
-3. **ICL** -- :func:`psm_bayes.experiments.icl.run_icl` (both poles, contrasts);
-4. **SFT** -- :func:`psm_bayes.experiments.finetune.run_sft` (both poles, seeds, checkpoints, cross conditions);
-5. **fits** -- :func:`psm_bayes.experiments.evidence.build_datasets` then
-   :func:`psm_bayes.experiments.fits.fit_models` (PSM and nulls, grouped CV);
-6. **summary** -- :func:`psm_bayes.experiments.summary.model_summary` and the verdicts
-   (:mod:`psm_bayes.experiments.criteria`);
+2. **persona table + prior** -- :func:`psm_bayes.experiments.measure.persona_table.measure_personas`;
+3. **ICL** -- :func:`psm_bayes.experiments.measure.icl.run_icl` (both poles, contrasts);
+4. **SFT** -- :func:`psm_bayes.experiments.measure.finetune.run_sft` (both poles, seeds, checkpoints, cross conditions);
+5. **fits** -- :func:`psm_bayes.experiments.analysis.evidence.build_datasets` then
+   :func:`psm_bayes.experiments.analysis.fits.fit_models` (PSM and nulls, grouped CV);
+6. **summary** -- :func:`psm_bayes.experiments.analysis.summary.model_summary` and the verdicts
+   (:mod:`psm_bayes.experiments.analysis.criteria`);
 
-then the report (:mod:`psm_bayes.experiments.report`) and ``results.json``.
+then the report (:mod:`psm_bayes.experiments.output.report`) and ``results.json``.
 """
 
 from __future__ import annotations
@@ -80,8 +80,9 @@ def _safe(name: str) -> str:
 def run_model(name: str, cfg: ExperimentConfig, design: Design, spec: Any, cache: Path, log: StageLog, *,
               progress: bool, loaded: Any = None, loaded_fp32: Any = None) -> ModelRun:
     """Stages 2-5 for one language model."""
-    from psm_bayes.experiments import evidence, finetune, icl, persona_table
-    from psm_bayes.experiments.fits import fit_models
+    from psm_bayes.experiments.analysis import evidence
+    from psm_bayes.experiments.measure import finetune, icl, persona_table, surface
+    from psm_bayes.experiments.analysis.fits import fit_models
     from psm_bayes.llm import load_model
 
     tag = f"[{name}] "
@@ -97,6 +98,9 @@ def run_model(name: str, cfg: ExperimentConfig, design: Design, spec: Any, cache
     log.stage(tag + "ICL")
     icl_stage = icl.run_icl(loaded, design, cache_dir=cache / "icl", batch_size=cfg.batch_size, progress=progress)
     log.done(tag + "ICL")
+    log.stage(tag + "statement features")           # base model, before any fine-tuning
+    surface_stage = surface.measure_surface(loaded, design, cache_dir=cache / "surface", batch_size=cfg.batch_size)
+    log.done(tag + "statement features")
     log.stage(tag + "LoRA SFT")
     if loaded_fp32 is None:
         loaded_fp32 = (loaded if loaded.dtype == "float32"
@@ -105,7 +109,8 @@ def run_model(name: str, cfg: ExperimentConfig, design: Design, spec: Any, cache
                                  batch_size=cfg.batch_size, progress=progress)
     log.done(tag + "LoRA SFT")
     del loaded_fp32, loaded
-    data = evidence.build_datasets(design, personas, icl_stage, sft_stage, cfg.sft_checkpoints)
+    data = evidence.build_datasets(design, personas, icl_stage, sft_stage, cfg.sft_checkpoints,
+                                   surface=surface_stage)
     fitted = fit_models(data, cfg.fit, ("persona_selection",) + cfg.null_models, cfg.seed, log, prefix=tag)
     return ModelRun(name, personas, icl_stage, sft_stage, data, fitted)
 
@@ -120,7 +125,9 @@ def run_experiment(config: ExperimentConfig | None = None, out_dir: str | os.Pat
     config : ExperimentConfig, optional
         Default: ``ExperimentConfig()``.
     out_dir : path
-        Output folder (created); LLM measurements are cached in ``out_dir/cache``.
+        Output folder (created; new, empty or made by psm-bayes), held by a run lock
+        (:func:`psm_bayes.runlock.run_lock`: a second run on it is refused); LLM
+        measurements are cached in ``out_dir/cache``.
     progress : bool
         Stage log on stderr and progress bars.
     loaded, loaded_fp32 : dict of str to LoadedModel, optional
@@ -130,22 +137,40 @@ def run_experiment(config: ExperimentConfig | None = None, out_dir: str | os.Pat
     -------
     ExperimentResult
     """
-    from psm_bayes.experiments import criteria, persona_table, report, screening, summary
+    from psm_bayes.experiments.measure import screening
     from psm_bayes.experiments.design import make_design
-    from psm_bayes.experiments.outputs import write_json, write_text
-    from psm_bayes.llm import load_model
+    from psm_bayes.integrity import use_cache_root
+    from psm_bayes.llm.registry import check_model
+    from psm_bayes.runlock import run_lock
 
     cfg = config or ExperimentConfig()
-    loaded, loaded_fp32 = dict(loaded or {}), dict(loaded_fp32 or {})
-    from psm_bayes.io import mark_dir
+    use_cache_root()                                 # matplotlib's cache follows $PSM_BAYES_CACHE too
+    for name in cfg.models:                          # a model that is nowhere fails before any file exists
+        check_model(name)
+    source = screening.probe_source(cfg.probes_dir, cfg.traits, cfg.description_index)
+    if cfg.traits is not None:                       # nor does a design that cannot be made
+        make_design(cfg, source.probes, cfg.traits)
+    with run_lock(out_dir, command="run") as out:    # one run per folder; a refused run writes nothing
+        return _run(cfg, out, source, progress, dict(loaded or {}), dict(loaded_fp32 or {}))
 
-    out = mark_dir(out_dir, "run")                  # a psm-bayes output folder: a rerun may replace its files
+
+def _run(cfg: ExperimentConfig, out: Path, source: Any, progress: bool, loaded: dict, loaded_fp32: dict
+         ) -> ExperimentResult:
+    """The stages of :func:`run_experiment` in output folder ``out`` (held by the run lock)."""
+    from psm_bayes.experiments.analysis import criteria, summary
+    from psm_bayes.experiments.measure import persona_table, screening
+    from psm_bayes.experiments.output import report
+    from psm_bayes.experiments.design import make_design
+    from psm_bayes.experiments.output.outputs import write_json, write_text
+    from psm_bayes.inference import configure_jax
+    from psm_bayes.llm import load_model
+
     (out / "cache").mkdir(parents=True, exist_ok=True)
+    configure_jax(cache_dir=out / "cache" / "jax")  # compiled NUTS programs, reused by a rerun and power workers
     log = StageLog(progress)
     stated = criteria.stated_criteria(cfg)
     write_text(out / "criteria.md", "# Pre-stated criteria (written before any measurement)\n\n"
                + criteria.criteria_markdown(stated) + "\n")
-    source = screening.probe_source(cfg.probes_dir, cfg.traits, cfg.description_index)
     screened, probes, traits = None, source.probes, cfg.traits
     if traits is None:
         first = cfg.models[0]
@@ -169,8 +194,8 @@ def run_experiment(config: ExperimentConfig | None = None, out_dir: str | os.Pat
         info = {"name": name, "prompt_format": r.personas.table.attrs.get("prompt_format", ""),
                 "model_key": r.personas.table.attrs.get("model_key", "")}
         blocks[name] = summary.model_summary(cfg, info, design, r.personas, r.icl, r.sft, r.datasets, r.fitted)
-        blocks[name]["criteria"] = criteria.judge(stated, blocks[name], name)
         log.done(f"[{name}] summary")
+    criteria.judge_runs(stated, blocks)             # after every model: base_vs_instruct compares two
     primary = blocks[cfg.models[0]]
     results: dict[str, Any] = {
         "config": cfg.to_dict(), "traits": list(traits), "probe_source": source.name,

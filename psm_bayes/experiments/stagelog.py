@@ -27,6 +27,11 @@ class StageLog:
         if self.progress:
             print(f"[psm-bayes run {time.perf_counter() - self.t0:7.1f}s] {name} ...", file=sys.stderr, flush=True)
 
+    def note(self, message: str) -> None:
+        """Print a line (when ``progress``) without starting or ending a stage (e.g. a refit of a fit)."""
+        if self.progress:
+            print(f"[psm-bayes run {time.perf_counter() - self.t0:7.1f}s] {message}", file=sys.stderr, flush=True)
+
     def done(self, name: str) -> None:
         """Record the seconds since the last :meth:`stage` under ``name``."""
         self.stages[name] = round(time.perf_counter() - self._start, 2)

@@ -39,7 +39,7 @@ from typing import Any
 
 _EXPORTS = {
     "load_model": "psm_bayes.llm.loading",
-    "load_scorer": "psm_bayes.llm.loading",
+    "load_scorer": "psm_bayes.llm.scorer",
     "resolve_device": "psm_bayes.llm.loading",
     "model_names": "psm_bayes.llm.registry",
     "make_format": "psm_bayes.llm.formats",

@@ -5,7 +5,11 @@ Each part is written to a hidden temporary name (``.tmp-...``), flushed to
 disk and then moved into place with :func:`os.replace`, so a reader never sees
 a partial part: an interrupted (even ``SIGKILL``-ed) run leaves only complete
 parts plus, at worst, a stray temporary file that readers ignore and
-:meth:`ScoreCache.clean` removes.  Reading concatenates all parts and keeps the
+:meth:`ScoreCache.clean` removes.  Each part carries, in its Parquet
+metadata, the sha256 of its rows and the model keys that produced them; a
+part that is unreadable, does not match its checksum or holds non-finite
+scores is logged in one line naming it and skipped, so its rows are scored
+again.  Reading concatenates all parts and keeps the
 last row for each key, so re-scoring a row is harmless.
 
 Rows are keyed by :data:`KEY_COLUMNS`:
@@ -25,12 +29,16 @@ columns) and ``n_context_tokens``.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
+from psm_bayes.integrity import array_digest, nonfinite, reject
 from psm_bayes.io import atomic_write, clean_stray, pid_alive
 
 KEY_COLUMNS: tuple[str, ...] = ("model", "persona", "item", "option", "context_hash")
@@ -39,6 +47,7 @@ KEY_COLUMNS: tuple[str, ...] = ("model", "persona", "item", "option", "context_h
 VALUE_COLUMNS: tuple[str, ...] = ("logp", "token_logps", "token_ids", "n_context_tokens")
 """Columns holding the score."""
 
+_SUM, _BY = b"psm_bayes_sha256", b"psm_bayes_producer"   # part metadata: checksum of the rows, model keys
 _PART_GLOB = "part-*.parquet"
 _TMP_PREFIX = ".tmp-"
 _counter = itertools.count()
@@ -52,6 +61,41 @@ def _schema() -> Any:
         ("context_hash", pa.string()), ("logp", pa.float64()), ("token_logps", pa.list_(pa.float64())),
         ("token_ids", pa.list_(pa.int64())), ("n_context_tokens", pa.int64()),
     ])
+
+
+def _digest(df: Any) -> str:
+    """sha256 of a part's rows: every key column's text, then every value column's numbers."""
+    h = hashlib.sha256()
+    for c in KEY_COLUMNS:
+        h.update("\0".join(map(str, df[c])).encode("utf-8") + b"\1")
+    numbers = np.asarray(df["logp"], dtype=np.float64), np.asarray(df["n_context_tokens"], dtype=np.int64)
+    h.update(array_digest(*numbers).encode())
+    for c, dtype in (("token_logps", np.float64), ("token_ids", np.int64)):
+        lists = [np.asarray(x, dtype=dtype) for x in df[c]]
+        h.update(array_digest(np.array([len(x) for x in lists]), *lists).encode())
+    return h.hexdigest()
+
+
+def _verified_part(part: Path) -> Any:
+    """The rows of ``part`` when they match the checksum written with them, else ``None`` (logged: rescored)."""
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(part, schema=_schema())
+        recorded = (pq.read_schema(part).metadata or {}).get(_SUM, b"").decode()
+        df = table.to_pandas()
+    except Exception as err:  # noqa: BLE001 - truncated or foreign file: its rows are scored again
+        reject(part, f"unreadable ({type(err).__name__})", "scoring its rows again")
+        return None
+    if not recorded:
+        reject(part, "no checksum (written by an older psm-bayes)", "scoring its rows again")
+    elif _digest(df) != recorded:
+        reject(part, "content does not match its checksum", "scoring its rows again")
+    elif nonfinite(np.asarray(df["logp"], dtype=float)):
+        reject(part, "holds non-finite scores", "scoring its rows again")
+    else:
+        return df
+    return None
 
 
 def score_rows(model_key: str, keys: Sequence[tuple[str, str, str, str]], scores: Sequence[Any]) -> Any:
@@ -124,8 +168,12 @@ class ScoreCache:
             raise ValueError(f"rows: missing column(s) {missing}")
         if len(rows) == 0:
             return None
-        table = pa.Table.from_pandas(rows[list(KEY_COLUMNS + VALUE_COLUMNS)], schema=_schema(),
-                                     preserve_index=False)
+        rows = rows[list(KEY_COLUMNS + VALUE_COLUMNS)].reset_index(drop=True)
+        if nonfinite(np.asarray(rows["logp"], dtype=float)):
+            raise ValueError("rows.logp: expected finite log-probabilities")
+        table = pa.Table.from_pandas(rows, schema=_schema(), preserve_index=False)
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), _SUM: _digest(rows).encode(),
+                                               _BY: ",".join(sorted(set(rows["model"]))).encode()})
         name = f"part-{time.time_ns():020d}-{os.getpid()}-{next(_counter):06d}.parquet"
         final = self.directory / name
         return atomic_write(final, lambda tmp: pq.write_table(table, tmp))
@@ -137,21 +185,19 @@ class ScoreCache:
         -------
         pandas.DataFrame
             Columns :data:`KEY_COLUMNS` + :data:`VALUE_COLUMNS`; for duplicate
-            keys the row from the newest part wins.
+            keys the row from the newest part wins.  Parts that fail verification
+        are left out (logged), so their rows count as not yet scored.
         """
         import pandas as pd
-        import pyarrow as pa
-        import pyarrow.parquet as pq
 
-        tables = []
+        frames = []
         for part in self.parts():
-            filters = [("model", "==", model)] if model is not None else None
-            t = pq.read_table(part, filters=filters, schema=_schema())
-            if t.num_rows:
-                tables.append(t)
-        if not tables:
+            df = _verified_part(part)
+            if df is not None and len(df):
+                frames.append(df if model is None else df[df["model"] == model])
+        if not frames:
             return _schema().empty_table().to_pandas()
-        df = pa.concat_tables(tables).to_pandas()
+        df = pd.concat(frames, ignore_index=True)
         return df.drop_duplicates(subset=list(KEY_COLUMNS), keep="last").reset_index(drop=True)
 
     def lookup(self, model: str) -> dict[tuple[str, str, str, str], tuple[float, int]]:

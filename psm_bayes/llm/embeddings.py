@@ -15,7 +15,8 @@ import numpy as np
 from psm_bayes.data import DataError
 
 
-def embed_texts(loaded: Any, texts: Sequence[str], *, batch_size: int = 8, layer: int = -1) -> np.ndarray:
+def embed_texts(loaded: Any, texts: Sequence[str], *, batch_size: int = 8, layer: int = -1,
+                prefix: str = "") -> np.ndarray:
     """Mean-pooled hidden states, one row per text.
 
     Parameters
@@ -28,6 +29,9 @@ def embed_texts(loaded: Any, texts: Sequence[str], *, batch_size: int = 8, layer
         Texts per forward pass (right padding, masked out of the mean).
     layer : int
         Hidden-state layer (``-1``: the body's final, normalised output).
+    prefix : str
+        Text the model reads before every text (e.g. a context); its tokens
+        condition the hidden states but are left out of the mean.
 
     Returns
     -------
@@ -42,13 +46,20 @@ def embed_texts(loaded: Any, texts: Sequence[str], *, batch_size: int = 8, layer
     if batch_size < 1:
         raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
     tok, body = loaded.tokenizer, loaded.model.base_model
+    head = torch.tensor(tok(prefix)["input_ids"]) if prefix else torch.zeros(0, dtype=torch.long)
     out = []
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
-            enc = tok(texts[start:start + batch_size], return_tensors="pt", padding=True)
-            res = body(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], use_cache=False,
+            enc = tok([prefix + t for t in texts[start:start + batch_size]], return_tensors="pt", padding=True)
+            ids, keep = enc["input_ids"], enc["attention_mask"].clone()
+            if head.numel():
+                if tok.padding_side != "right" or not bool((ids[:, :head.numel()] == head).all()):
+                    raise DataError("prefix: its tokens are not the first tokens of every prefixed text "
+                                    "(end the prefix where a token ends, e.g. before a space)")
+                keep[:, :head.numel()] = 0
+            res = body(input_ids=ids, attention_mask=enc["attention_mask"], use_cache=False,
                        output_hidden_states=layer != -1)
             hidden = res.last_hidden_state if layer == -1 else res.hidden_states[layer]
-            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            mask = keep.unsqueeze(-1).to(hidden.dtype)
             out.append(((hidden * mask).sum(1) / mask.sum(1)).float().double().numpy())
     return np.concatenate(out)

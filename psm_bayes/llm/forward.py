@@ -45,6 +45,46 @@ def prefix_cache(body: Any, ids: Sequence[int]) -> Any:
     return cache if cache is not None else res.past_key_values
 
 
+def full_cache(body: Any, ids: Sequence[int]) -> Any:
+    """Like :func:`prefix_cache`, but every layer keeps every position (for :func:`truncated_cache`).
+
+    A sliding-window layer normally keeps only its last ``window - 1``
+    positions; here it records the whole past, so the cache can later be cut
+    at any earlier boundary.
+    """
+    import torch
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=body.config)
+    for layer in cache.layers:
+        if getattr(layer, "is_sliding", False):
+            layer.activate_past_recording()
+    x = torch.tensor([list(ids)], dtype=torch.long, device=model_device(body))
+    body(input_ids=x, use_cache=True, **{cache_kwarg(body): cache})
+    return cache
+
+
+def truncated_cache(body: Any, cache: Any, n: int) -> Any:
+    """A new cache holding the first ``n`` positions of a :func:`full_cache` (which is left untouched).
+
+    Each layer is filled as one forward pass of those ``n`` tokens would
+    leave it (a sliding-window layer keeps its last ``window - 1`` of them),
+    so scoring on top of it equals scoring after running the ``n`` tokens.
+    """
+    from transformers import DynamicCache
+
+    have = max(layer.keys.shape[-2] for layer in cache.layers)
+    if not 0 < n <= have:
+        raise ValueError(f"n: expected 1..{have} cached positions, got {n}")
+    out = DynamicCache(config=body.config)
+    for j, layer in enumerate(cache.layers):
+        if layer.keys.shape[-2] != have:
+            raise ValueError(f"cache: layer {j} holds {layer.keys.shape[-2]} of {have} positions; "
+                             "build it with full_cache")
+        out.layers[j].update(layer.keys[:, :, :n], layer.values[:, :, :n])
+    return out
+
+
 def expand_cache(cache: Any, n: int) -> Any:
     """A copy of a batch-1 cache repeated ``n`` times along the batch (the original is untouched)."""
     out = copy.deepcopy(cache)
@@ -97,7 +137,8 @@ def head_logprobs(head: Any, softcap: float | None, hidden: Any) -> Any:
     return torch.log_softmax(logits.float(), dim=-1)
 
 
-def _lcp(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the longest common prefix of two token sequences."""
     n = min(len(a), len(b))
     k = 0
     while k < n and a[k] == b[k]:
@@ -139,7 +180,7 @@ def group_runs(runs: Sequence[tuple[int, ...]], caps: Sequence[int], min_shared:
             singles.extend(cur)
 
     for prev, r in zip(order, order[1:]):
-        new = min(shared, _lcp(runs[prev], runs[r]), caps[r])
+        new = min(shared, common_prefix(runs[prev], runs[r]), caps[r])
         if new >= min_shared and (len(cur) == 1 or len(cur) * (shared - new) <= new):
             cur.append(r)
             shared = new

@@ -6,7 +6,7 @@
 model directory, or the name of a model already present in the local Hugging
 Face cache.  Nothing is ever downloaded: ``HF_HUB_OFFLINE=1`` is set and every
 ``from_pretrained`` call uses ``local_files_only=True``.
-:func:`load_scorer` wraps the result in a :class:`~psm_bayes.llm.scorer.Scorer`
+:func:`~psm_bayes.llm.scorer.load_scorer` wraps the result in a :class:`~psm_bayes.llm.scorer.Scorer`
 that knows the model's prompt format, device and batch size.
 
 Devices: ``device="auto"`` picks CUDA when ``torch.cuda.is_available()``, else
@@ -17,7 +17,10 @@ GGUF weights are dequantized by ``transformers`` on load, which is slow
 (20-55 s for the embedded models).  The dequantized copy is therefore saved
 once, atomically (temporary directory + rename), under
 ``$PSM_BAYES_CACHE/models/<model_id>-<hash>`` (default
-``~/.cache/psm_bayes/models/...``); later loads take a few seconds.
+``~/.cache/psm_bayes/models/...``); later loads take a few seconds.  The copy
+carries the checksums of its files and is verified before every load (size,
+header and sampled blocks; the whole files with ``--verify-cache``; finite
+weights); a damaged copy is logged and rebuilt (:mod:`psm_bayes.llm.modelcache`).
 
 Every loaded model carries a ``model_id`` and a ``weights_hash`` (sha256 of
 the GGUF file, or of the weight files of a directory) which together identify
@@ -26,15 +29,15 @@ it in the score cache (:mod:`psm_bayes.llm.cache`).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from psm_bayes.integrity import cache_root
 from psm_bayes.llm import registry
+from psm_bayes.llm.modelcache import weights_hash
 
 DTYPES: tuple[str, ...] = ("float32", "bfloat16")
 """Supported compute dtypes."""
@@ -44,8 +47,6 @@ DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 
 _DTYPE_ALIASES = {"float32": "float32", "fp32": "float32", "f32": "float32",
                   "bfloat16": "bfloat16", "bf16": "bfloat16"}
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
-_META_NAME = "psm_bayes_model.json"
 
 
 @dataclass
@@ -120,12 +121,6 @@ class LoadedModel:
         return {"total": total, "embedding": n_emb, "body": body, "head": n_head}
 
 
-def cache_root() -> Path:
-    """Root of psm-bayes caches: ``$PSM_BAYES_CACHE`` or ``~/.cache/psm_bayes``."""
-    env = os.environ.get("PSM_BAYES_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "psm_bayes"
-
-
 def normalize_dtype(dtype: str) -> str:
     """Canonical dtype name (``"float32"`` or ``"bfloat16"``); ValueError otherwise."""
     key = str(dtype).replace("torch.", "").lower()
@@ -151,57 +146,6 @@ def _offline() -> None:
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _hash_index_path() -> Path:
-    return cache_root() / "hashes.json"
-
-
-def weights_hash(path: str | Path) -> str:
-    """sha256 identifying the weights at ``path`` (a file or a model directory).
-
-    A directory hashes the names and contents of its weight files
-    (``*.safetensors``, ``*.bin``, ``*.gguf``, ...).  Digests are memoised in
-    ``<cache_root>/hashes.json`` keyed by path, size and modification time.
-    """
-    path = Path(path).resolve()
-    files = [path] if path.is_file() else sorted(
-        p for p in path.iterdir() if p.is_file() and p.name.endswith(_WEIGHT_SUFFIXES))
-    if not files:
-        raise FileNotFoundError(f"model path {str(path)!r}: no weight files ({', '.join(_WEIGHT_SUFFIXES)}) found")
-    stamp = [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
-    index_path = _hash_index_path()
-    try:
-        index = json.loads(index_path.read_text())
-    except (OSError, ValueError):
-        index = {}
-    entry = index.get(str(path))
-    if entry and entry.get("stamp") == stamp:
-        return str(entry["sha256"])
-    if len(files) == 1 and path.is_file():
-        digest = sha256_file(path)
-    else:
-        h = hashlib.sha256()
-        for p in files:
-            h.update(p.name.encode() + b"\0" + sha256_file(p).encode() + b"\n")
-        digest = h.hexdigest()
-    index[str(path)] = {"stamp": stamp, "sha256": digest}
-    _atomic_write_text(index_path, json.dumps(index, indent=1, sort_keys=True))
-    return digest
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    from psm_bayes.io import mark_dir, save_text
-
-    save_text(text, mark_dir(path.parent, "cache") / path.name, overwrite=True)
 
 
 def _safe_name(name: str) -> str:
@@ -248,15 +192,14 @@ def _load_dir(directory: Path, dtype: str, **kwargs: Any) -> tuple[Any, Any]:
 
 
 def _load_gguf(gguf: Path, model_id: str, digest: str, dtype: str, cache: bool) -> LoadedModel:
-    """Load a GGUF file through the dequantized on-disk cache (created on first use)."""
-    models_dir = cache_root() / "models"
-    final = models_dir / f"{_safe_name(model_id)}-{digest[:16]}"
-    meta_path = final / _META_NAME
-    if meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("weights_hash") == digest:
-            model, tok = _load_dir(final, dtype)
-            return LoadedModel(model, tok, model_id, digest, dtype, 0, str(final))
+    """Load a GGUF file through the verified dequantized on-disk cache (created on first use, rebuilt if damaged)."""
+    from psm_bayes.llm import modelcache
+
+    final = cache_root() / "models" / f"{_safe_name(model_id)}-{digest[:16]}"
+    made_from = {"model_id": model_id, "weights_hash": digest}
+    got = modelcache.load_verified(final, made_from, lambda folder: _load_dir(folder, dtype))
+    if got is not None:
+        return LoadedModel(got[0], got[1], model_id, digest, dtype, 0, str(final))
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     import torch
@@ -266,16 +209,12 @@ def _load_gguf(gguf: Path, model_id: str, digest: str, dtype: str, cache: bool) 
                                                  dtype=torch.float32, local_files_only=True)
     model, tok = _finish_model(model, tok, "float32")
     if cache:
-        from psm_bayes.io import atomic_write, mark_dir
-
         def write(tmp: Path) -> None:
             model.save_pretrained(str(tmp))
             tok.save_pretrained(str(tmp))
-            (tmp / _META_NAME).write_text(json.dumps(
-                {"model_id": model_id, "weights_hash": digest, "source": str(gguf)}, indent=1))
 
-        try:  # a stale copy in the library's own (marked) cache folder is replaced
-            atomic_write(mark_dir(models_dir, "model-cache") / final.name, write, overwrite=True)
+        try:
+            modelcache.build(final, write, {**made_from, "source": str(gguf)})
         except OSError:  # e.g. another process won the race; its copy is equivalent
             pass
     if dtype != "float32":
@@ -449,28 +388,6 @@ def _load_path(raw: str, dtype: str, cache_dequantized: bool) -> LoadedModel:
     if looks_like_path:
         raise FileNotFoundError(f"model path {raw!r} does not exist")
     return _load_hub_cached(raw, dtype)
-
-
-def load_scorer(name_or_path: str | os.PathLike | None = None, *, device: str = "auto", dtype: str | None = None,
-                threads: int = 1, batch_size: int | None = None, prompt_format: str | None = None) -> Any:
-    """Load a model and return a :class:`~psm_bayes.llm.scorer.Scorer` ready for it.
-
-    The scorer knows its prompt format (``scorer.format``: build contexts,
-    probes and options with it), its device and a batch size sized to that
-    device.  Parameters as in :func:`load_model`; ``batch_size`` defaults to
-    :func:`default_batch_size`.
-
-    Examples
-    --------
-    >>> sc = load_scorer("smollm2-135m-instruct")                      # doctest: +SKIP
-    >>> fmt = sc.format                                                 # doctest: +SKIP
-    >>> texts = [fmt.neutral_context() + fmt.item_text("Is the sky blue?")]  # doctest: +SKIP
-    >>> sc.option_logprobs(texts, (" Yes", " No"))                      # doctest: +SKIP
-    """
-    from psm_bayes.llm.scorer import Scorer
-
-    loaded = load_model(name_or_path, dtype=dtype, threads=threads, device=device, prompt_format=prompt_format)
-    return Scorer(loaded, batch_size=batch_size if batch_size is not None else default_batch_size(loaded))
 
 
 def _load_hub_cached(name: str, dtype: str) -> LoadedModel:

@@ -26,12 +26,12 @@ for plain causal LMs and PEFT-wrapped ones (LoRA layers live inside the body).
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from psm_bayes.data import DataError
-from psm_bayes.llm.forward import model_device, model_parts, pad_right, prefix_cache, run_body
+from psm_bayes.llm.forward import common_prefix, model_device, model_parts, pad_right, prefix_cache, run_body
 
 
 class NextTokenScorer:
@@ -69,10 +69,10 @@ class NextTokenScorer:
         self.autocast = bool(autocast)
         self.options = tuple(options)
         self.prefix_ids = tuple(tokenizer("x")["input_ids"][:-len(tokenizer("x", add_special_tokens=False)["input_ids"])])
-        base = self._encode(sample_prompt)
+        base = self.encode(sample_prompt)
         ids = []
         for opt in self.options:
-            full = self._encode(sample_prompt + opt)
+            full = self.encode(sample_prompt + opt)
             if full[:len(base)] != base or len(full) != len(base) + 1:
                 raise DataError(f"options: {opt!r} is not a single token after {sample_prompt[-12:]!r}; "
                                 "use psm_bayes.llm.Scorer for multi-token options")
@@ -81,7 +81,8 @@ class NextTokenScorer:
         self.forward_tokens = 0
         self.prompts_scored = 0
 
-    def _encode(self, text: str) -> list[int]:
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` as scored: the tokenizer's special prefix (``<bos>``), then the text."""
         return list(self.prefix_ids) + list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def score(self, prompts: Sequence[str]) -> np.ndarray:
@@ -105,56 +106,81 @@ class NextTokenScorer:
         prompts = list(prompts)
         if not prompts:
             return np.zeros((0, len(self.options)))
-        seqs = [self._encode(p) for p in prompts]
+        seqs = [self.encode(p) for p in prompts]
         # longest common token prefix of the call (capped so every prompt keeps >= 1 own token)
-        lcp = min(len(s) for s in seqs) - 1
-        first = seqs[0]
-        for s in seqs[1:]:
-            k = 0
-            while k < lcp and s[k] == first[k]:
-                k += 1
-            lcp = k
-        return self._score_tokens(seqs, lcp)
+        lcp = min([len(s) - 1 for s in seqs] + [common_prefix(seqs[0], s) for s in seqs[1:]])
+        with self.computing():
+            base_cache = None
+            if lcp > 0:
+                base_cache = prefix_cache(model_parts(self.model)[0], seqs[0][:lcp])
+                self.forward_tokens += lcp
+            return self.score_suffixes([s[lcp:] for s in seqs], base_cache, lcp)
 
-    def _score_tokens(self, seqs: list[list[int]], lcp: int) -> np.ndarray:
+    @contextlib.contextmanager
+    def computing(self) -> Iterator[None]:
+        """Context of every forward pass: ``torch.inference_mode`` and, where asked and native, bf16 autocast."""
         import torch
 
-        out = np.zeros((len(seqs), len(self.options)))
-        body, head, softcap = model_parts(self.model)
-        device = model_device(self.model)
-        opt = torch.tensor(self.option_ids, device=device)
         from psm_bayes.llm.loading import bf16_native
 
+        device = model_device(self.model)
         use_bf16 = self.autocast and bf16_native(device.type)
         ctx = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
         with torch.inference_mode(), ctx:
-            base_cache = None
-            if lcp > 0:
-                base_cache = prefix_cache(body, seqs[0][:lcp])
-                self.forward_tokens += lcp
-            order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
-            for b in range(0, len(order), self.batch_size):
-                idx = order[b:b + self.batch_size]
-                suffixes = [seqs[i][lcp:] for i in idx]
-                ids, mask = pad_right(suffixes, 0, device)
-                hidden = run_body(body, ids, mask, base_cache, lcp)
-                last = torch.tensor([len(s) - 1 for s in suffixes], device=device)
-                h = hidden[torch.arange(len(idx), device=device), last]
-                # normaliser from the full-vocabulary logits in the model's compute dtype;
-                # the option logits themselves in float32 (bf16 logits are quantised to
-                # ~0.1 nats, which would swamp small log-odds shifts)
-                logits = head(h).float()
-                with torch.autocast(device.type, enabled=False):
-                    opt_logits = h.float() @ head.weight[opt].float().T
-                    if getattr(head, "bias", None) is not None:
-                        opt_logits = opt_logits + head.bias[opt].float()
-                if softcap is not None:
-                    logits = torch.tanh(logits / softcap) * softcap
-                    opt_logits = torch.tanh(opt_logits / softcap) * softcap
-                logp = opt_logits - torch.logsumexp(logits, dim=-1, keepdim=True)
-                out[idx] = logp.double().cpu().numpy()
-                self.forward_tokens += sum(len(s) for s in suffixes)
-        self.prompts_scored += len(seqs)
+            yield
+
+    def score_suffixes(self, suffixes: Sequence[Sequence[int]], prefix: Any = None, prefix_len: int = 0, *,
+                       batch_size: int | None = None) -> np.ndarray:
+        """Option log-probabilities after each token suffix, run on top of a cached prefix.
+
+        Parameters
+        ----------
+        suffixes : sequence of sequence of int
+            Token ids (each non-empty) that follow the prefix.
+        prefix : key/value cache, optional
+            A batch-1 cache of ``prefix_len`` tokens
+            (:func:`psm_bayes.llm.forward.prefix_cache`); ``None``: the
+            suffixes are whole sequences.
+        prefix_len : int
+        batch_size : int, optional
+            Suffixes per forward pass (default :attr:`batch_size`).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(len(suffixes), n_options)`` float64 log p.  Call inside
+            :meth:`computing`.
+        """
+        import torch
+
+        out = np.zeros((len(suffixes), len(self.options)))
+        body, head, softcap = model_parts(self.model)
+        device = model_device(self.model)
+        opt = torch.tensor(self.option_ids, device=device)
+        size = batch_size or self.batch_size
+        order = sorted(range(len(suffixes)), key=lambda i: len(suffixes[i]))
+        for b in range(0, len(order), size):
+            idx = order[b:b + size]
+            batch = [list(suffixes[i]) for i in idx]
+            ids, mask = pad_right(batch, 0, device)
+            hidden = run_body(body, ids, mask, prefix, prefix_len)
+            last = torch.tensor([len(s) - 1 for s in batch], device=device)
+            h = hidden[torch.arange(len(idx), device=device), last]
+            # normaliser from the full-vocabulary logits in the model's compute dtype;
+            # the option logits themselves in float32 (bf16 logits are quantised to
+            # ~0.1 nats, which would swamp small log-odds shifts)
+            logits = head(h).float()
+            with torch.autocast(device.type, enabled=False):
+                opt_logits = h.float() @ head.weight[opt].float().T
+                if getattr(head, "bias", None) is not None:
+                    opt_logits = opt_logits + head.bias[opt].float()
+            if softcap is not None:
+                logits = torch.tanh(logits / softcap) * softcap
+                opt_logits = torch.tanh(opt_logits / softcap) * softcap
+            logp = opt_logits - torch.logsumexp(logits, dim=-1, keepdim=True)
+            out[idx] = logp.double().cpu().numpy()
+            self.forward_tokens += sum(len(s) for s in batch)
+        self.prompts_scored += len(suffixes)
         return out
 
 

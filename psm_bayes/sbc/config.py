@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from psm_bayes.models.selection import MODELS as SELECTION_FAMILY
+
 METHODS = ("vmap", "loop", "fit", "simuk")
 """Drivers of :func:`psm_bayes.sbc.run_sbc` (see :mod:`psm_bayes.sbc.driver`)."""
 
@@ -12,14 +14,22 @@ VMAP_CHUNK = 50
 """Default replicates per vectorised call: a batched NUTS step lasts as long as the longest tree in the
 batch, so very large batches waste work (measured: 50 per call ran 200 replicates 2.3x faster than 200)."""
 
-_SELECTION_SIZES = {"n_personas": 3, "n_traits": 2, "n_eval": 4, "n_shot_items": 4, "shots": (1, 4),
-                    "sft_episodes": 5, "n_episodes": 20, "observation": "episodes"}
+FITTED_SIZES: Mapping[str, Any] = {
+    "n_personas": 3, "n_traits": 2, "n_eval": 4, "n_shot_items": 8, "shots": (1, 4, 16, 64), "orderings": 2,
+    "sft_episodes": (8, 24), "sft_seeds": 2, "sft_traits": 1, "cross_shots": (4, 16), "observation": "measurements"}
+"""The SBC design of the persona-selection family: the fitted observation model on the real design's structure
+(:func:`psm_bayes.models.selection_design.design`). Measured log-odds only (Student-t, item effects,
+per-condition drift), one row per (condition, evaluation item); ``base``; ICL for 2 traits x 2 poles x 2
+orderings x 4 shot counts (4 types of 8 conditions); SFT on one trait, 2 poles x 2 LoRA seeds x 2
+checkpoints (2 types of 4); cross, 2 poles x 2 seeds x 2 orderings x 2 counts (1 type of 16): 57
+conditions, 7 types, 392 rows. The real default run has more of each (4 traits, 3 seeds, 2 SFT traits);
+this size keeps a 200-replicate run under 20 minutes on 2 shared cores."""
+SBC_PRIORS: Mapping[str, Mapping[str, Any]] = {name: {"logodds_df": 5.0} for name in SELECTION_FAMILY}
+"""Prior values of the documented SBC runs, over the catalogue's defaults: the family is validated with the
+observation model it is fitted with (Student-t(5) log-odds, ``experiments.analysis.fitting.FitSettings.logodds_df``)."""
 _ICL_LAW_SIZES = {"n_personas": 4, "n_items": 40, "n_curves": 16, "n_values": (0, 1, 2, 4, 8)}
 SBC_SIZES: Mapping[str, Mapping[str, Any]] = {
-    # 200 replicates: posterior sd / prior sd at most 0.32 (beta_sft) with 5 SFT episodes per condition (a
-    # 30-replicate probe with 4 gave 0.48). The nulls and the permuted-persona model see the same design.
-    **{name: _SELECTION_SIZES for name in ("persona_selection", "permuted_personas", "response_bias",
-                                           "trait_indicator", "similarity")},
+    **{name: FITTED_SIZES for name in SELECTION_FAMILY},
     # 30-replicate probes of the contraction (log scale for positive parameters) at these sizes vs the
     # catalogue's quick sizes: persona_mixture 0.31 (w) vs 1.10; persona_space 0.47 at 600 episodes
     # (0.94 at 20); power laws 0.36 (response_bias, identified across curves with Yes and No targets)

@@ -78,7 +78,8 @@ def run_chunk(kernel, keys: np.ndarray, obs: Mapping[str, np.ndarray], method: s
 def run_sbc(model: Callable, data: Any, *, replicates: int, seed: int = 0, priors: Any = None,
             fit_priors: Any = None, config: SBCConfig | None = None, method: str = "auto",
             latents: Sequence[str] | None = None, chunk_size: int | None = None, ray_address: str | None = None,
-            workers: int | None = None, progress: bool = False) -> SBCResult:
+            workers: int | None = None, progress: bool = False,
+            data_scale: Mapping[str, float] | None = None) -> SBCResult:
     """Simulation-based calibration of ``model`` on data shaped like ``data``.
 
     Parameters
@@ -114,6 +115,9 @@ def run_sbc(model: Callable, data: Any, *, replicates: int, seed: int = 0, prior
         Ray CPUs for ``ray_address="local"`` (default 2).
     progress : bool
         Show a progress bar over chunks.
+    data_scale : mapping, optional
+        A deliberate simulator fault: the data are drawn with these latent
+        sites scaled (the truth unscaled; :func:`~psm_bayes.sbc.prior.draw_prior`).
 
     Returns
     -------
@@ -137,13 +141,13 @@ def run_sbc(model: Callable, data: Any, *, replicates: int, seed: int = 0, prior
     if method == "simuk":
         from psm_bayes.sbc.simuk_driver import run_simuk
 
-        if fit_priors is not priors:
-            raise ValueError("fit_priors: method 'simuk' draws the truth from the fitted model's own prior")
+        if fit_priors is not priors or data_scale:
+            raise ValueError("fit_priors: method 'simuk' draws the truth and the data from the fitted model itself")
         truth, samples, stats = run_simuk(model, data, replicates, seed=seed, priors=priors, config=config,
                                           latents=latents, progress=progress)
         meta = {"divergences": "not reported by simuk (counted as 0)"}
     else:
-        truth, obs = draw_prior(model, data, replicates, seed=seed, priors=priors, latents=latents)
+        truth, obs = draw_prior(model, data, replicates, seed=seed, priors=priors, latents=latents, scale=data_scale)
         samples, stats, meta = _fit_replicates(model, data, fit_priors, config, tuple(truth), obs, seed, method,
                                                chunk_size, ray_address, workers, progress)
     return build_result(spec.name, truth, samples, stats, config, method, time.perf_counter() - t0, seed,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -11,7 +11,8 @@ from psm_bayes.models.base import spec_of
 
 
 def draw_prior(model: Callable, data: Any, replicates: int, *, seed: int, priors: Any = None,
-               latents: Sequence[str] | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+               latents: Sequence[str] | None = None, scale: Mapping[str, float] | None = None
+               ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Draw ``replicates`` (latents, observed) pairs from the model's prior predictive.
 
     Parameters
@@ -30,6 +31,11 @@ def draw_prior(model: Callable, data: Any, replicates: int, *, seed: int, priors
         Latent sites to return, those of them the model samples on this
         design (default: every sample site that is neither observed nor
         deterministic, in model order).
+    scale : mapping of str to float, optional
+        A deliberate simulator fault (NumPyro models): the observed sites
+        are drawn again with these latent sites multiplied by the factors,
+        while the returned latents keep the unscaled values, as a simulator
+        that misreports a scale would (e.g. ``{"drift_sd": 1.5}``).
 
     Returns
     -------
@@ -45,7 +51,28 @@ def draw_prior(model: Callable, data: Any, replicates: int, *, seed: int, priors
     if not names or not observed:
         raise ValueError(f"latents: model {spec.name!r} on this design has sample sites {sorted(out)}; expected "
                          f"some of the latents {list(latents or [])} and observed sites {list(spec.observed)}")
+    if scale:
+        out = dict(out) | _rescaled_observations(model, data, out, scale, seed=seed, priors=priors)
     return {k: np.asarray(out[k]) for k in names}, {k: np.asarray(out[k]) for k in observed}
+
+
+def _rescaled_observations(model: Callable, data: Any, draws: dict, scale: Mapping[str, float], *, seed: int,
+                           priors: Any) -> dict[str, np.ndarray]:
+    """The observed sites drawn at ``draws``' latent values with the sites of ``scale`` multiplied."""
+    import jax
+    from numpyro.infer import Predictive
+
+    spec = spec_of(model)
+    if spec.backend != "numpyro":
+        raise ValueError(f"scale: a scaled simulator needs a NumPyro model, not {spec.backend}")
+    missing = sorted(set(scale) - set(draws))
+    if missing:
+        raise ValueError(f"scale: the model has no sites {missing} on this design; it has {sorted(draws)}")
+    fixed = {k: np.asarray(v) * scale.get(k, 1.0) for k, v in draws.items()
+             if k not in spec.observed and k not in spec.deterministic}
+    out = Predictive(model, posterior_samples=fixed, return_sites=list(spec.observed))(
+        jax.random.fold_in(jax.random.PRNGKey(seed), 7), spec.unobserve(data), priors)
+    return {k: np.asarray(v) for k, v in out.items() if k in spec.observed}
 
 
 def latent_shapes(latents: dict[str, np.ndarray]) -> dict[str, tuple[int, ...]]:

@@ -19,10 +19,10 @@ replicate of :func:`power_analysis`:
    measured on the real model, their uncertainty included) and simulates every
    log-odds from that model (:func:`~psm_bayes.models.selection_simulate.forward`);
 3. fits PSM and every null with NUTS and compares them by the run's
-   leave-one-item-out PSIS-LOO (:func:`~psm_bayes.experiments.fits.grouped_compare`);
+   leave-one-item-out PSIS-LOO (:func:`~psm_bayes.experiments.analysis.fits.grouped_compare`);
 4. decides as the run does: ``claims_psm`` is the pre-stated criterion
    "PSM beats every null by more than ``k`` se"
-   (:func:`~psm_bayes.experiments.criteria.psm_beats_nulls`); ``best`` is the
+   (:func:`~psm_bayes.experiments.analysis.criteria.psm_beats_nulls`); ``best`` is the
    model with the highest elpd.
 
 The comparison is *right* when it claims PSM with PSM true, and does not
@@ -44,11 +44,14 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from psm_bayes.experiments.criteria import psm_beats_nulls
-from psm_bayes.experiments.fits import PSM, FitSettings, fit_with_refit, grouped_compare
+from psm_bayes.experiments.analysis.criteria import psm_beats_nulls
+from psm_bayes.experiments.analysis.fitting import FitSettings, PSM, fit_with_refit
+from psm_bayes.experiments.analysis.fits import grouped_compare
 
-PER_ITEM_SITES = ("item_z", "logodds_mean")
-"""Sites redrawn for every simulated design (they belong to items, not to the model's effect sizes)."""
+PER_ITEM_SITES = ("item_z", "logodds_mean", "drift_z", "drift")
+"""Sites redrawn for every simulated design: they belong to items and to conditions (each context and LoRA
+run has its own Yes offset, drawn from its type's fitted ``response_bias`` and ``drift_sd``), not to the
+model's effect sizes."""
 
 
 @dataclass(frozen=True)
@@ -116,7 +119,7 @@ def resample_items(data: Any, probes_per_trait: int, rng: np.random.Generator) -
 
     Items are drawn without replacement while a trait has enough and with
     replacement beyond; each drawn item is a new column (a copy of the source
-    item's persona-table column, traits and similarity) carrying every
+    item's persona-table column, traits and kernels) carrying every
     measurement row (condition) of its source.  Unmeasured columns (shot,
     SFT and prior items) are kept, so evidence and features are unchanged.
     """
@@ -144,7 +147,8 @@ def resample_items(data: Any, probes_per_trait: int, rng: np.random.Generator) -
         loglik=data.loglik[:, cols], yes_option=data.yes_option[cols], matching_option=data.matching_option[cols],
         sft_evidence=np.concatenate([data.sft_evidence, pad], 1), icl_evidence=np.concatenate([data.icl_evidence, pad], 1),
         items=new_ids, item_trait=None if data.item_trait is None else tuple(traits[cols].tolist()),
-        similarity=None if data.similarity is None else data.similarity[np.ix_(cols, cols)],
+        **{k: None if getattr(data, k) is None else getattr(data, k)[np.ix_(cols, cols)]
+           for k in ("profile_similarity", "surface_similarity")},
         bias_direction=None if data.bias_direction is None else data.bias_direction[cols],
         measurement_condition=np.concatenate(rows_c), measurement_item=np.concatenate(rows_i), logodds=None)
 
@@ -238,7 +242,7 @@ def compare_replicate(data: Any, models: Sequence[str], settings: FitSettings, s
     priors = settings.priors()
     fits = {m: fit_with_refit(catalogue.model(m), data, settings, seed + j, priors=priors, progress=False)
             for j, m in enumerate(models)}
-    from psm_bayes.experiments.refits import fit_item_loglik
+    from psm_bayes.experiments.analysis.refits import fit_item_loglik
 
     cmp = grouped_compare(fits, data.measurement_item, None, {m: fit_item_loglik(dt, data, priors)
                                                              for m, dt in fits.items()})

@@ -1,10 +1,13 @@
-"""Prior predictive checks and power-scaling prior sensitivity of the fits to real data.
+"""Prior predictive checks, prior-data conflicts and power-scaling prior sensitivity of the fits to real data.
 
 * :func:`prior_predictive_check` -- the model run forward in numpy
   (:func:`psm_bayes.models.selection_simulate.forward`) on the real design,
   ``draws`` times from the prior: the 90% interval of each group's mean
   log-odds (by shot count, pole, matching option...) against the observed mean.
   An observed mean outside it says the priors did not anticipate the data.
+* :func:`prior_data_conflict` -- every parameter of every fit (PSM and
+  nulls) whose posterior median lies outside the central 99% of its prior
+  (:func:`prior_dist`, the family's priors written once here);
 * :func:`power_scaling` -- :func:`arviz_stats.psense_summary` (Kallioinen et
   al. 2024): how much each main parameter's posterior moves when the prior or
   the likelihood is raised to a power near 1, from the fit's own draws (PSIS
@@ -21,8 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-MAIN = ("beta_icl", "beta_sft", "authorial_bias", "response_bias", "same_trait_shift", "other_trait_shift",
-        "similarity_shift", "half_dose", "item_sd", "logodds_sd")
+MAIN = ("beta_icl", "beta_sft", "authorial_bias", "response_bias", "drift_sd", "same_trait_shift",
+        "other_trait_shift", "profile_shift", "surface_shift", "generic_shift", "half_dose", "item_sd", "logodds_sd")
 """Model-level parameters of the family (those checked for sensitivity)."""
 
 
@@ -58,30 +61,68 @@ def prior_predictive_check(name: str, data: Any, rows: pd.DataFrame, by: list[st
     return interval_check(sims, rows, by, "prior_mean")
 
 
-def log_prior(dt: Any, priors: Any) -> np.ndarray:
-    """Log prior density ``(chain, draw)`` of every model-level parameter in the fit's posterior."""
+SHIFTS = ("same_trait_shift", "other_trait_shift", "profile_shift", "surface_shift", "generic_shift")
+"""Null shift coefficients (prior ``Normal(0, shift_scale)``)."""
+NOT_CHECKED = ("prior_weights", "item_z", "drift_z", "logodds_mean", "drift", "persona_weight")
+"""Posterior variables with no prior of their own here: per-persona / per-item / per-condition effects
+(their Dirichlet / standard-normal priors are part of the hierarchy) and deterministic sites."""
+
+
+def prior_dist(name: str, priors: Any) -> Any:
+    """The prior of model-level parameter ``name`` (a frozen :mod:`scipy.stats` distribution), or None."""
     from scipy import stats
 
-    post = dt["posterior"]
     lognormal = {"beta_icl": (priors.beta_loc, priors.beta_scale), "beta_sft": (priors.beta_loc, priors.beta_scale),
                  "half_dose": (priors.half_dose_loc, priors.half_dose_scale)}
-    normal = {"authorial_bias": priors.bias_scale, "response_bias": priors.response_bias_scale,
-              "same_trait_shift": priors.shift_scale, "other_trait_shift": priors.shift_scale,
-              "similarity_shift": priors.shift_scale}
-    half = {"item_sd": priors.item_sd_scale, "logodds_sd": priors.logodds_sd_scale}
+    normal = {"authorial_bias": priors.bias_scale, "response_bias": priors.response_bias_scale}
+    half = {"item_sd": priors.item_sd_scale, "logodds_sd": priors.logodds_sd_scale, "drift_sd": priors.drift_sd_scale}
+    if name in lognormal:
+        return stats.lognorm(s=lognormal[name][1], scale=np.exp(lognormal[name][0]))
+    if name in normal or name in SHIFTS:
+        return stats.norm(scale=normal.get(name, priors.shift_scale))
+    if name in half:
+        return stats.halfnorm(scale=half[name])
+    return None
+
+
+def log_prior(dt: Any, priors: Any) -> np.ndarray:
+    """Log prior density ``(chain, draw)`` of every model-level parameter in the fit's posterior."""
+    post = dt["posterior"]
     total = 0.0
     for k in post.data_vars:
-        v = np.asarray(post[k].values, dtype=float)
-        if k in lognormal:
-            lp = stats.lognorm.logpdf(v, s=lognormal[k][1], scale=np.exp(lognormal[k][0]))
-        elif k in normal:
-            lp = stats.norm.logpdf(v, scale=normal[k])
-        elif k in half:
-            lp = stats.halfnorm.logpdf(v, scale=half[k])
-        else:
+        dist = prior_dist(k, priors)
+        if dist is None:
             continue
-        total = total + lp.reshape(v.shape[0], v.shape[1], -1).sum(-1)
+        v = np.asarray(post[k].values, dtype=float)
+        total = total + dist.logpdf(v).reshape(v.shape[0], v.shape[1], -1).sum(-1)
     return np.asarray(total)
+
+
+def prior_data_conflict(fits: dict, priors: Any, tail: float = 0.005) -> list[dict]:
+    """Every scalar or per-type parameter of every fit whose posterior median has prior CDF outside
+    [``tail``, 1 - ``tail``].
+
+    A posterior variable neither in :data:`NOT_CHECKED` nor with a prior here (:func:`prior_dist`) is listed
+    with ``prior_quantile`` None (``no_prior_data_conflict`` is then not judged: nothing is skipped silently).
+    """
+    out = []
+    for fit, dt in fits.items():
+        post = dt["posterior"]
+        for name in post.data_vars:
+            if name in NOT_CHECKED:
+                continue
+            v, dist = np.asarray(post[name].values), prior_dist(name, priors)
+            if dist is None or v.ndim > 3 or (v.ndim == 3 and post[name].dims[-1] != "condition_type"):
+                out.append({"fit": fit, "parameter": name, "posterior_median": None, "prior_quantile": None})
+                continue
+            meds = np.median(v.reshape(v.shape[0] * v.shape[1], -1), axis=0)
+            labels = ([str(c) for c in post[name].coords[post[name].dims[-1]].values] if v.ndim == 3 else [""])
+            for med, lab in zip(meds, labels):
+                q = float(dist.cdf(float(med)))
+                if q < tail or q > 1 - tail:
+                    out.append({"fit": fit, "parameter": name + (f"[{lab}]" if lab else ""),
+                                "posterior_median": float(med), "prior_quantile": q})
+    return out
 
 
 def power_scaling(dt: Any, priors: Any, threshold: float = 0.05) -> list[dict]:

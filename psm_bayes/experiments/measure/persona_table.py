@@ -11,7 +11,7 @@ prefix shared by all its items).  A persona's context is, by default,
 (:func:`persona_contexts`).
 
 The pre-training prior is the EM fit of the neutral answers on the design's
-*prior items* only (:mod:`psm_bayes.experiments.pretraining_prior`), items
+*prior items* only (:mod:`psm_bayes.experiments.measure.pretraining_prior`), items
 used for nothing else.  :func:`measure_personas` is the stage.
 """
 
@@ -27,7 +27,7 @@ import numpy as np
 from scipy.special import log_softmax
 
 from psm_bayes.data import DataError, ItemSet, PersonaSet
-from psm_bayes.experiments.pretraining_prior import EMResult, prior_from_table
+from psm_bayes.experiments.measure.pretraining_prior import EMResult, prior_from_table
 
 
 # ---------------------------------------------------------------- persona table
@@ -99,7 +99,7 @@ def persona_contexts(fmt: Any, spec: Any, personas: PersonaSet, probes: Any, exa
     -------
     list of str
     """
-    from psm_bayes.experiments.scoring import fewshot
+    from psm_bayes.experiments.measure.scoring import fewshot
 
     if mode not in PERSONA_CONTEXTS:
         raise ValueError(f"persona_context: expected one of {PERSONA_CONTEXTS}, got {mode!r}")
@@ -177,8 +177,9 @@ def score_persona_table(loaded: Any, personas: PersonaSet, contexts: Sequence[st
     items : ItemSet
         Yes/No probe items.
     cache_path : path, optional
-        NetCDF file holding the finished table (reused when its fingerprint
-        matches: model, contexts and item prompts; written atomically).
+        NetCDF file holding the finished table with its checksum (reused when its
+        fingerprint -- model, contexts and item prompts -- and checksum match,
+        recomputed otherwise: :func:`psm_bayes.experiments.measure.scoring.read_table_cache`).
     batch_size : int
     progress : bool
 
@@ -190,7 +191,7 @@ def score_persona_table(loaded: Any, personas: PersonaSet, contexts: Sequence[st
     """
     import xarray as xr
 
-    from psm_bayes.experiments.scoring import option_scorer
+    from psm_bayes.experiments.measure.scoring import option_scorer, read_table_cache, write_table_cache
 
     contexts = list(contexts)
     if len(contexts) != len(personas):
@@ -200,10 +201,9 @@ def score_persona_table(loaded: Any, personas: PersonaSet, contexts: Sequence[st
     payload = {"model": loaded.key, "personas": list(personas.ids), "contexts": contexts,
                "neutral": fmt.neutral_context(), "items": [list(items.ids), texts]}
     fp = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
-    if cache_path is not None and Path(cache_path).is_file():
-        cached = xr.load_dataset(cache_path)
-        if cached.attrs.get("fingerprint") == fp:
-            return cached
+    cached = None if cache_path is None else read_table_cache(cache_path, fp)   # verified, else recomputed
+    if cached is not None:
+        return cached
     nts = option_scorer(loaded, batch_size=batch_size)
     ll = np.zeros((len(personas), len(items), 2))
     bar = None
@@ -227,12 +227,7 @@ def score_persona_table(loaded: Any, personas: PersonaSet, contexts: Sequence[st
         {"loglik": (("persona", "item", "option"), ll), "neutral_loglik": (("item", "option"), neutral)},
         coords={"persona": list(personas.ids), "item": list(items.ids), "option": np.arange(2)},
         attrs={"model_key": loaded.key, "fingerprint": fp, "prompt_format": fmt.describe()})
-    if cache_path is not None:
-        from psm_bayes.io import atomic_path
-
-        with atomic_path(cache_path) as tmp:
-            ds.to_netcdf(tmp, engine="h5netcdf")
-    return ds
+    return ds if cache_path is None else write_table_cache(ds, cache_path)
 
 
 def table_lookup(loglik: Any, probes: Any) -> tuple[np.ndarray, Any]:

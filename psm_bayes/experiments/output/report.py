@@ -8,10 +8,10 @@ and writes, under its ``out_dir`` (every file atomically):
   model the persona separation, the ICL and SFT contrasts, the grouped-CV
   comparisons, posteriors, predictive checks, prior-data conflicts and the
   cross-prediction, a summary table per model (side by side when several), diagnostics, timings;
-* ``plots/*.png`` (:mod:`psm_bayes.experiments.plots`);
-* ``fits/<model>/<dataset>-<fit>.nc`` and ``data/<model>/*.csv`` (:mod:`psm_bayes.experiments.outputs`).
+* ``plots/*.png`` (:mod:`psm_bayes.experiments.output.plots`);
+* ``fits/<model>/<dataset>-<fit>.nc`` and ``data/<model>/*.csv`` (:mod:`psm_bayes.experiments.output.outputs`).
 
-The numbers come from :mod:`psm_bayes.experiments.summary`; nothing here computes statistics.
+The numbers come from :mod:`psm_bayes.experiments.analysis.summary`; nothing here computes statistics.
 """
 
 from __future__ import annotations
@@ -22,10 +22,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from psm_bayes.experiments.criteria import criteria_markdown, stated_criteria
-from psm_bayes.experiments.outputs import save_fit, write_csv, write_text
+from psm_bayes.experiments.analysis.criteria import criteria_markdown, stated_criteria
+from psm_bayes.experiments.output.outputs import save_fit, write_csv, write_text
 from psm_bayes.io import save_data
-from psm_bayes.experiments.plots import plot_contrasts, plot_cross, plot_losses
+from psm_bayes.experiments.output.plots import (plot_contrasts, plot_cross, plot_icl_curves, plot_losses,
+                                         plot_persona_posterior)
 
 
 def md_table(df: pd.DataFrame, floatfmt: str = ".3g", index: bool = True) -> str:
@@ -71,6 +72,8 @@ def write_plots(res: Any) -> None:
     plots = Path(res.out_dir) / "plots"
     blocks = res.results["models"]
     plot_contrasts(blocks, plots / "contrasts.png")
+    plot_icl_curves(blocks, plots / "icl_curves.png")
+    plot_persona_posterior(blocks, plots / "persona_posterior.png")
     plot_cross(blocks, plots / "cross_prediction.png")
     plot_losses(blocks, plots / "sft_loss.png")
 
@@ -104,8 +107,8 @@ def _verdicts(blocks: dict) -> str:
 def _compare_md(cmp: dict) -> str:
     df = pd.DataFrame(cmp["rows"]).T
     df.index.name = "model"
-    cols = [c for c in ("elpd", "se", "elpd_diff", "dse", "psm_minus", "psm_minus_se", "pareto_k_bad",
-                        "exact_refits", "max_pareto_k") if c in df.columns]
+    cols = [c for c in ("elpd", "se", "elpd_diff", "dse", "psm_minus", "psm_minus_se", "stacking_weight",
+                        "pareto_k_bad", "exact_refits", "max_pareto_k") if c in df.columns]
     return md_table(df[cols].astype(float), floatfmt=".2f") + f"\n\nMethod: {cmp['method']} ({cmp['n_groups']} items)."
 
 
@@ -171,8 +174,7 @@ def _model_section(name: str, b: dict) -> str:
                          if m in ("persona_selection", "response_bias"))
     cp = b.get("cross_prediction")
     cp_md = ("(not measured)" if not cp else
-             md_table(_df(cp["by_pole_and_shots"]), floatfmt=".2f", index=False)
-             + "\n\nRMSE: " + ", ".join(f"`{m}` {v:.3f}" for m, v in cp["rmse"].items()))
+             _scores_md(cp) + "\n\n" + md_table(_df(cp["by_pole_and_shots"]), floatfmt=".2f", index=False))
     conflicts = b["prior_data_conflict"]
     conf_md = md_table(_df(conflicts), floatfmt=".3g", index=False) if conflicts else "None."
     prior_md = _outside_md(b["icl"].get("prior_predictive_check", {}))
@@ -180,10 +182,15 @@ def _model_section(name: str, b: dict) -> str:
                              for fit, rows in b.get("power_scaling", {}).items() if rows) or "(not computed)"
     post = "\n".join(f"- `{fit}`: " + "; ".join(f"{k} = {v['mean']:.3g} (90% [{v['lo']:.3g}, {v['hi']:.3g}])"
                                                  for k, v in p.items()) for fit, p in b["posteriors"].items())
-    cpred = "; ".join(f"`{m}` r = {v['r']:.2f}" + ("" if v["lo"] is None else f" [{v['lo']:.2f}, {v['hi']:.2f}]")
-                      for m, v in b["icl"]["contrast_prediction"].items())
+    cpred = _scores_md(b["icl"]["contrast_prediction"])
+    half = b["icl"].get("half_max_shots") or {}
+    half_md = (f"Shots to half the maximal same-trait contrast (`base_vs_instruct`): n_half = "
+               f"{half.get('n_half', float('nan')):.2f} (maximal contrast {half.get('max_contrast', float('nan')):+.2f} "
+               f"nats; curve {half.get('curve', {})}).")
+    enc = "; ".join(f"{w} `persona_weight` = {v['mean']:.2f} (90% [{v['lo']:.2f}, {v['hi']:.2f}])"
+                    for w, v in b.get("encompassing", {}).items()) or "(encompassing not fitted)"
     diag = pd.DataFrame(b["diagnostics"]).T
-    dcols = [c for c in ("max_rhat", "min_ess_bulk", "divergences", "pareto_k_bad", "exact_refits", "ok", "refit")
+    dcols = [c for c in ("max_rhat", "min_ess_bulk", "divergences", "pareto_k_bad", "exact_refits", "ok", "refits")
              if c in diag]
     return f"""## Model `{name}`
 
@@ -201,11 +208,21 @@ Same-trait contrast per shot trait:
 
 {md_table(_df(b['icl']['contrast_by_trait']), floatfmt='+.3f', index=False)}
 
+Persona table separation (t+ minus t- persona, evaluation items) beside the observed same-trait ICL contrast at
+the largest shot count; the PSM cannot predict a shift beyond the table's separation:
+
+{md_table(_df(b['icl'].get('table_vs_icl', [])), floatfmt='+.3f', index=False)}
+
 Grouped cross-validation on the ICL data (every model sees the same `SelectionData`):
 
 {_compare_md(b['icl']['compare'])}
 
-Predicted vs observed contrasts (Pearson r, 90% item bootstrap): {cpred}.
+Leave-one-item-out predicted vs observed ICL contrasts (criterion `icl_contrast_prediction`; every model's
+prediction of an item comes from its fit without that item):
+
+{cpred}
+
+{half_md}
 
 Posterior predictive check (mean log-odds by shots, pole and matching option; 90% interval of the group mean):
 
@@ -230,6 +247,8 @@ Trained statements (never in a comparison), shift after - before per pole:
 
 {post}
 
+Encompassing model (pre-stated secondary estimate): {enc}.
+
 ### Cross-prediction: fine-tuned model under opposite-pole shots (out of sample)
 
 {cp_md}
@@ -247,6 +266,18 @@ when the prior or the likelihood is raised to a power near 1):
 
 {md_table(diag[dcols], floatfmt='.3g')}
 """
+
+
+def _scores_md(pred: dict) -> str:
+    """Out-of-sample scores per model (r, RMSE, RMSE minus the PSM's; 90% two-way bootstrap intervals)."""
+    def iv(v: dict | None) -> str:
+        if not v:
+            return ""
+        return f"{v['estimate']:+.3f}" + ("" if v["lo"] is None else f" [{v['lo']:+.3f}, {v['hi']:+.3f}]")
+    rows = [{"model": m, "r": iv(v["r"]), "RMSE": iv(v["rmse"]), "RMSE minus PSM": iv(v.get("rmse_minus_reference"))}
+            for m, v in pred.get("scores", {}).items()]
+    return (md_table(pd.DataFrame(rows), index=False) if rows else "(not measured)") + \
+        f"\n\n{pred.get('n', 0)} rows; {pred.get('method', '')}."
 
 
 def _outside_md(checks: dict) -> str:
@@ -276,7 +307,7 @@ def render_report(res: Any) -> str:
     return f"""# The persona selection model on real language models
 
 Models: {', '.join(f'`{m}`' for m in blocks)}. Probes: {r['probe_source']}; traits: {', '.join(r['traits'])};
-SFT trait: `{design.sft_trait}`.
+SFT traits: {', '.join(f'`{t}`' for t in design.sft_traits)}.
 
 ## 1. Pre-stated criteria
 
@@ -308,6 +339,10 @@ the contrast. The pre-training prior is fitted on the neutral answers to the pri
 {md_table(side_by_side(blocks), floatfmt='.3g')}
 
 ![contrasts](plots/contrasts.png)
+
+![ICL curves](plots/icl_curves.png)
+
+![persona posterior](plots/persona_posterior.png)
 
 ![cross-prediction](plots/cross_prediction.png)
 

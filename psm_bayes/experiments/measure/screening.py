@@ -143,7 +143,7 @@ def trait_separations(loaded: Any, probes: ProbeSet, *, n_items: int, n_examples
         Evaluation statements and shots per trait (both even: label-balanced).
     seed : int
     cache_dir : path, optional
-        :class:`~psm_bayes.experiments.scoring.ArrayCache` folder.
+        :class:`~psm_bayes.experiments.measure.scoring.ArrayCache` folder.
     batch_size : int
     progress : callable, optional
         Called with each finished trait's row (a dict).
@@ -160,7 +160,7 @@ def trait_separations(loaded: Any, probes: ProbeSet, *, n_items: int, n_examples
     import pandas as pd
 
     from psm_bayes.experiments.design import balanced_sample
-    from psm_bayes.experiments.scoring import (ArrayCache, fewshot, matching_logodds, option_scorer, prompts_for,
+    from psm_bayes.experiments.measure.scoring import (ArrayCache, fewshot, matching_logodds, option_scorer, prompts_for,
                                                score_cached)
 
     fmt = loaded.format

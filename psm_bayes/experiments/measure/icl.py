@@ -7,8 +7,9 @@ Conditions (each measured on every evaluation item of every trait):
   sequence (:class:`~psm_bayes.experiments.design.ShotSequence`) answered as
   pole ``+`` (the matching answers) or ``-`` (the other answers), for every
   ``n > 0`` of the design's shot counts.  ``t+`` and ``t-`` use the identical
-  statements in the identical order, and every prefix is label-balanced, so
-  the Yes/No count of the context is the same under both poles.
+  statements in the identical order, and every even prefix is label-balanced,
+  so the Yes/No count of the context is the same under both poles (the
+  1-shot prefix balances over pairs of orderings only).
 
 The measurement is the log-odds of the item's matching answer,
 ``logit p(match) = log p(match) - log p(other)``.  The primary observable is
@@ -16,8 +17,11 @@ the bias-cancelling **contrast** per (shot trait, ordering, n, item): the
 log-odds under ``t+`` minus under ``t-`` (:func:`icl_contrasts`); a Yes/No
 response bias of the context moves both equally and cancels.
 
-All items of one condition share the context's key/value cache; each
-condition is cached as ``.npy`` (:mod:`psm_bayes.experiments.scoring`).
+All shot counts of one (sequence, pole) come from ONE forward pass of its
+longest context, whose key/value cache is cut at each count's boundary
+(:mod:`psm_bayes.llm.manyshot`); the items of every count run on top of it,
+batched.  Each (sequence, pole) is cached as one ``(count, item, option)``
+array (:class:`~psm_bayes.experiments.measure.scoring.ArrayCache`).
 """
 
 from __future__ import annotations
@@ -69,33 +73,37 @@ class ICLStage:
 def run_icl(loaded: Any, design: Design, *, cache_dir: str | Path | None = None, batch_size: int = 16,
             progress: bool = True) -> ICLStage:
     """Measure the base and ICL conditions of a design (see the module docstring)."""
-    from psm_bayes.experiments.scoring import (ArrayCache, fewshot, matching_logodds, option_scorer, prompts_for,
+    from psm_bayes.experiments.measure.scoring import (ArrayCache, fewshot, matching_logodds, option_scorer, prompts_for,
                                                score_cached)
+    from psm_bayes.llm.manyshot import score_nested
 
     fmt, probes, items = loaded.format, design.probes, design.eval_idx
     nts = option_scorer(loaded, batch_size=batch_size)
     cache = ArrayCache(cache_dir)
     m = probes.matching_option[items]
-    groups: list[tuple[Any, str, int]] = [(None, "", 0)]
-    groups += [(s, pole, n) for s in design.sequences for pole in POLES for n in design.n_values if n > 0]
+    texts = [fmt.item_text(probes.items.prompts[i]) for i in items]
+    counts = [n for n in design.n_values if n > 0]
+    lp = score_cached(nts, cache, "icl-v2", loaded.key, prompts_for(fmt, fmt.neutral_context(), probes, items))
+    rows = measurement_rows("base", "base", design, items, matching_logodds(lp, m), shot_trait="", pole="",
+                            ordering=-1, n_shots=0)
+    runs = [(s, pole) for s in design.sequences for pole in POLES]
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(groups), unit="condition", desc="ICL conditions")
-    rows: list[dict] = []
+        bar = tqdm(total=len(runs), unit="sequence", desc=f"ICL ({max(counts)} shots, one pass per sequence)")
     try:
-        for seq, pole, n in groups:
-            if seq is None:
-                ctx, cond = fmt.neutral_context(), "base"
-                extra = {"shot_trait": "", "pole": "", "ordering": -1, "n_shots": 0}
-            else:
-                ctx = fewshot(fmt, probes, seq.items[:n], seq.answers(pole)[:n])
-                cond = icl_condition(seq.trait, pole, seq.ordering, n)
-                extra = {"shot_trait": seq.trait, "pole": pole, "ordering": seq.ordering, "n_shots": n}
-            lp = score_cached(nts, cache, "icl-v2", loaded.key, prompts_for(fmt, ctx, probes, items))
-            rows += measurement_rows(cond, "base" if seq is None else "icl", design, items,
-                                     matching_logodds(lp, m), **extra)
+        for seq, pole in runs:
+            contexts = [fewshot(fmt, probes, seq.items[:n], seq.answers(pole)[:n]) for n in counts]
+            key = cache.key("icl-nested-v1", loaded.key, contexts, texts)
+            lp = cache.get(key)
+            if lp is None or lp.shape != (len(counts), len(items), 2):
+                lp = score_nested(nts, contexts, texts)      # every count from one pass of the longest context
+                cache.put(key, lp, "icl.run_icl")
+            for j, n in enumerate(counts):
+                rows += measurement_rows(icl_condition(seq.trait, pole, seq.ordering, n), "icl", design, items,
+                                         matching_logodds(lp[j], m), shot_trait=seq.trait, pole=pole,
+                                         ordering=seq.ordering, n_shots=n)
             if bar is not None:
                 bar.update(1)
     finally:

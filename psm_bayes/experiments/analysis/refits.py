@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from psm_bayes.experiments.fits import FitSettings, fit_with_refit
+from psm_bayes.experiments.analysis.fitting import FitSettings, fit_with_refit
 
 QUADRATURE_NODES = 24
 """Gauss-Hermite nodes per item and draw (adaptive: centred on the item's conditional posterior of ``z``)."""
@@ -83,21 +83,57 @@ def integrated_item_loglik(y: np.ndarray, mean: np.ndarray, item_sd: np.ndarray,
     return out
 
 
+def row_means(dt: Any, data: Any) -> np.ndarray:
+    """Each measurement's mean without its item effect, ``logodds_mean - item_sd * item_z[item]``: (draw, row)."""
+    post = dt["posterior"]
+    flat = lambda k: np.asarray(post[k].values, dtype=float).reshape(-1, *post[k].shape[2:])  # noqa: E731
+    _, pos = data.measured_items
+    item_sd = flat("item_sd").reshape(-1)
+    return flat("logodds_mean") - item_sd[:, None] * flat("item_z")[:, pos]
+
+
 def fit_item_loglik(dt: Any, data: Any, priors: Any) -> np.ndarray:
     """Integrated log-likelihood ``(chain, draw, measured item)`` of a fit, from its ``logodds_mean``.
 
     ``logodds_mean - item_sd * item_z`` is each row's mean without the item
-    effect; items are in the order of ``np.unique(data.measurement_item)``.
+    effect (:func:`row_means`); items are in the order of ``np.unique(data.measurement_item)``.
     """
     post = dt["posterior"]
     C, D = int(post.sizes["chain"]), int(post.sizes["draw"])
-    flat = lambda k: np.asarray(post[k].values, dtype=float).reshape(C * D, -1)  # noqa: E731
     uniq, pos = data.measured_items
-    item_sd = flat("item_sd")[:, 0]
-    mean = flat("logodds_mean") - item_sd[:, None] * flat("item_z")[:, pos]
-    ll = integrated_item_loglik(np.asarray(data.logodds, float), mean, item_sd, flat("logodds_sd")[:, 0],
+    ll = integrated_item_loglik(np.asarray(data.logodds, float), row_means(dt, data),
+                                np.asarray(post["item_sd"].values, dtype=float).reshape(-1),
+                                np.asarray(post["logodds_sd"].values, dtype=float).reshape(-1),
                                 priors.logodds_df, pos, uniq.size)
     return ll.reshape(C, D, uniq.size)
+
+
+def loio_means(dt: Any, data: Any, item_ll: np.ndarray, exact: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Leave-one-item-out predicted mean of every measurement (without the held-out item's own effect).
+
+    Row ``r`` of item ``i``: ``E[mean_r | y without item i]``, the posterior mean of :func:`row_means`
+    re-weighted by PSIS with item ``i``'s integrated log-likelihood ``item_ll`` (chain, draw, item) -- the
+    same terms as the grouped cross-validation.  A held-out item's effect is a new draw with mean 0, so it
+    is not in the prediction (it cancels in a contrast of one item).  ``exact`` maps an item (data index)
+    to the predicted means of its rows from an exact refit without it (:func:`exact_refit`), used instead
+    of PSIS where Pareto ``k`` > 0.7.
+
+    Returns
+    -------
+    pred : array (row,)
+    pareto_k : array (measured item,)
+    """
+    import xarray as xr
+
+    uniq, pos = data.measured_items
+    lw, k = xr.DataArray(np.asarray(item_ll, float), dims=("chain", "draw", "item")).azstats.psislw(
+        r_eff=1.0, dim=["chain", "draw"])
+    w = np.exp(lw.transpose("item", "chain", "draw").values.reshape(uniq.size, -1))      # (item, draw)
+    means = row_means(dt, data)                                                          # (draw, row)
+    pred = np.einsum("rs,sr->r", w[pos], means)
+    for item, rows_pred in (exact or {}).items():
+        pred[data.measurement_item == item] = rows_pred
+    return pred, np.asarray(k.values, float)
 
 
 def without_item(data: Any, item: int) -> Any:
@@ -110,7 +146,13 @@ def without_item(data: Any, item: int) -> Any:
 
 
 def heldout_elpd(name: str, data: Any, dt: Any, item: int, priors: Any) -> float:
-    """``log p(y_item | y_rest)`` of model ``name`` from ``dt``, a fit to :func:`without_item` ``(data, item)``.
+    """``log p(y_item | y_rest)`` of model ``name`` from ``dt``, a fit to :func:`without_item` ``(data, item)``."""
+    return heldout(name, data, dt, item, priors)[0]
+
+
+def heldout(name: str, data: Any, dt: Any, item: int, priors: Any) -> tuple[float, np.ndarray]:
+    """:func:`heldout_elpd` and the posterior mean of each of the item's rows' means without the item
+    effect (the item's leave-one-item-out predictions, rows in data order).
 
     The rows' means at each draw come from the model run in numpy
     (:func:`psm_bayes.models.selection_simulate.log_probs_numpy`), the item
@@ -136,13 +178,17 @@ def heldout_elpd(name: str, data: Any, dt: Any, item: int, priors: Any) -> float
     ll = integrated_item_loglik(y, np.stack(means), flat["item_sd"][draws].astype(float),
                                 flat["logodds_sd"][draws].astype(float), priors.logodds_df,
                                 np.zeros(y.size, dtype=int), 1)[:, 0]
-    return float(logsumexp(ll) - np.log(ll.size))
+    return float(logsumexp(ll) - np.log(ll.size)), np.stack(means).mean(0)
 
 
-def exact_refit(name: str, data: Any, item: int, settings: FitSettings, seed: int) -> float:
-    """Refit model ``name`` without ``item`` and return the item's held-out log predictive density."""
+def exact_refit(name: str, data: Any, item: int, settings: FitSettings, seed: int, **kw: Any
+                ) -> tuple[float, np.ndarray]:
+    """Refit model ``name`` without ``item``: the item's held-out log predictive density and row predictions.
+
+    ``kw`` goes to :func:`~psm_bayes.experiments.analysis.fitting.fit_with_refit` (e.g. ``on_refit``).
+    """
     from psm_bayes.models import catalogue
 
     priors = settings.priors()
-    dt = fit_with_refit(catalogue.model(name), without_item(data, item), settings, seed, priors=priors)
-    return heldout_elpd(name, data, dt, item, priors)
+    dt = fit_with_refit(catalogue.model(name), without_item(data, item), settings, seed, priors=priors, **kw)
+    return heldout(name, data, dt, item, priors)
