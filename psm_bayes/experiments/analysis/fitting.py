@@ -8,7 +8,7 @@ leave-one-item-out refits), so neither imports the other in a circle.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
