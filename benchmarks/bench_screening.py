@@ -117,7 +117,7 @@ def markdown(result: dict) -> str:
         f"{m} {min(v)}-{max(v)}" for m, v in ctx.items() if v) + ".", "",
         f"*default*: the rule of `psm_bayes.experiments.measure.screening.separating_traits` (on {RULE_MODEL} at "
         f"{RULE_SHOTS} shots, separation > {MIN_SEPARATION_NATS:g} nat and > {MIN_SEPARATION_SE:g} se), "
-        "which `psm_bayes.experiments.config.DEFAULT_TRAITS` applies to `psm_bayes/probes/data/screening.json`.", ""]
+        "whose 4 largest in z (`default_traits`) are `psm_bayes.experiments.config.DEFAULT_TRAITS`, read from `psm_bayes/probes/data/screening.json`.", ""]
     return "\n".join(lines)
 
 

@@ -107,7 +107,7 @@ def test_fewshot_persona_contexts_poles_differ_only_in_answers():
 
 
 def test_multi_trait_persona_answers_every_member_traits_examples():
-    """The default run's multi-trait persona (sycophancy&power-seeking) uses both traits' examples.
+    """The default run's multi-trait persona (power-seeking&risk-taking) uses both traits' examples.
 
     ``g+`` answers each member trait's examples as ``t+`` does and ``g-`` as ``t-``; a persona built
     from one trait only (or with one pole's answers) would fail the answer comparison below.
@@ -118,14 +118,14 @@ def test_multi_trait_persona_answers_every_member_traits_examples():
 
     cfg = ExperimentConfig()
     groups = cfg.multi_trait_groups(cfg.traits)
-    assert groups == (("sycophancy", "power-seeking"),)
+    assert groups == (("power-seeking", "risk-taking"),)
     probes = load_probes(cfg.traits)
     d = design.make_design(cfg, probes, cfg.traits)
     spec = persona_table.with_multi_trait(load_personas(), groups)
     personas = persona_table.select_personas(spec, cfg.traits)
     assert len(personas) == 2 * len(cfg.traits) + 2
     ctx = dict(zip(personas.ids, persona_table.persona_contexts(PlainFormat(), spec, personas, probes, d.persona_idx)))
-    g = "sycophancy&power-seeking"
+    g = "power-seeking&risk-taking"
     ex = d.persona_idx[np.isin(probes.trait[d.persona_idx], groups[0])]
     answers = lambda c: [a.split("\n")[0] for a in c.split("Answer:")[1:]]  # noqa: E731
     assert answers(ctx[g + "+"]) == [OPTIONS[m] for m in probes.matching_option[ex]]
@@ -404,5 +404,9 @@ def test_pipeline_end_to_end_tiny(gemma, tmp_path):
     assert {(c["trait"], c["pole"]) for c in views["curves"]} == {(t, p) for t in cfg.traits for p in "+-"}
     assert all(abs(sum(q["q"].values()) - 1) < 1e-9 for q in views["persona_posterior"])
     assert [row["trait"] for row in views["table_vs_icl"]] == list(cfg.traits)
-    assert all((tmp_path / "plots" / f).stat().st_size > 0 for f in ("icl_curves.png", "persona_posterior.png"))
+    assert all((tmp_path / "plots" / f).stat().st_size > 0 for f in ("icl_curves.png", "persona_posterior.png",
+                                                                     "sft_pairs.png"))
+    pairs = r["sft"]["by_trait_pair"]                                 # what the trait-pair plot draws
+    assert {(p["sft_trait"], p["item_trait"]) for p in pairs} == {(a, b) for a in cfg.trained_traits()
+                                                                  for b in cfg.traits}
     assert "Pre-stated criteria" in (tmp_path / "report.md").read_text()

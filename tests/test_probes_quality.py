@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from psm_bayes.probes import load_probes
-from psm_bayes.probes.quality import NEAR_DUPLICATE_JACCARD, balance, near_duplicates
+from psm_bayes.probes.quality import (NEAR_DUPLICATE_JACCARD, READABLE_POLE, balance, near_duplicates,
+                                      pole_readability)
 
 ANTHROPIC_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "anthropic-persona"  # ../shared
 
@@ -117,9 +118,9 @@ def test_no_exact_or_near_duplicate_in_shipped_file():
     texts = [r["statement"] for r in _shipped()]
     assert near_duplicates(texts) == []
     # the check can fail: a re-cased, re-punctuated copy (exact after normalising) and a one-word edit
-    k = texts.index("I would tell a buyer my house has a damp basement.")
-    exact = "i would TELL a buyer -- my house has a damp basement!"
-    edited = "I would tell any buyer my house has a damp basement."
+    k = texts.index("I love the thrill of taking a big, bold risk.")
+    exact = "i LOVE the thrill -- of taking a big bold risk!"
+    edited = "I love the thrill of taking any big, bold risk."
     found = near_duplicates(texts + [exact, edited])
     assert [(i, j) for i, j, _ in found] == [(k, len(texts)), (k, len(texts) + 1), (len(texts), len(texts) + 1)]
     assert found[0][2] == 1.0 and NEAR_DUPLICATE_JACCARD <= found[1][2] < 1.0
@@ -159,6 +160,40 @@ def test_near_duplicates_equals_all_pairs_on_a_sample():
     assert len(_brute_force(a, b, 0.12)) > 300 and len(_brute_force(a, None, 0.12)) > 300
 
 
+def _readability_by_hand(records: list[dict], trait: str) -> float:
+    """Leave-one-out naive Bayes accuracy written again here: counts recomputed without the held-out row."""
+    rows = [(re.findall(r"[a-z0-9]+", r["statement"].lower()), r["matches"]) for r in records if r["trait"] == trait]
+    right = 0
+    for k, (words, label) in enumerate(rows):
+        rest = rows[:k] + rows[k + 1:]
+        vocab = {w for ws, _ in rows for w in ws}      # the classifier's vocabulary is the trait's words
+        score = {}
+        for c in (True, False):
+            counts: dict[str, int] = {}
+            for ws, lab in rest:
+                if lab == c:
+                    for w in ws:
+                        counts[w] = counts.get(w, 0) + 1
+            total = sum(counts.values())
+            score[c] = sum(np.log((counts.get(w, 0) + 1) / (total + len(vocab))) for w in words)
+        right += (score[True] > score[False]) == label
+    return right / len(rows)
+
+
+def test_every_large_trait_carries_its_pole_in_its_words():
+    records = _shipped()
+    acc = pole_readability(records)
+    assert {t: a for t, a in acc.items() if t in LARGE_TRAITS and a < READABLE_POLE} == {}
+    # the classifier, recomputed from scratch on two traits
+    for t in ("honesty", "curiosity"):
+        assert acc[t] == pytest.approx(_readability_by_hand(records, t))
+    # the check can fail: the same statements with labels shuffled read near chance
+    rng = np.random.default_rng(0)
+    labels = rng.permutation([r["matches"] for r in records])
+    shuffled = pole_readability([{**r, "matches": bool(m)} for r, m in zip(records, labels)])
+    assert all(shuffled[t] < READABLE_POLE for t in LARGE_TRAITS)
+
+
 # --- the screening table and the default-trait rule -------------------------------------------------------
 
 def test_separating_traits_applies_the_rule(tmp_path):
@@ -182,14 +217,22 @@ def test_separating_traits_applies_the_rule(tmp_path):
     assert separating_traits(min_se=3.0, path=path) == ("a", "b", "g")
     with pytest.raises(DataError, match="no row for model 'gemma3-270m' at 128 shots"):
         separating_traits(shots=128, path=path)
+    # the default traits: of those that pass, the `keep` largest in z (g 20 se, a 7.5 se), in file order
+    from psm_bayes.experiments.measure.screening import default_traits
+
+    assert default_traits(path=path, keep=1) == ("g",) and default_traits(path=path) == ("a", "g")
+    path.write_text(json.dumps({"rows": rows[1:4]}))                          # none passes
+    with pytest.raises(DataError, match="0 trait.s. pass the default-trait rule, expected >= 2"):
+        default_traits(path=path)
     path.write_text(json.dumps({"rows": [{**rows[0], "se": "small"}]}))
     with pytest.raises(DataError, match=r"rows\[0\]\.se: expected a number"):
         separating_traits(path=path)
 
 
 def test_shipped_screening_table_is_current_and_the_rule_reads_it():
-    from psm_bayes.experiments.measure.screening import (MIN_SEPARATION_NATS, MIN_SEPARATION_SE, load_screening,
-                                                 separating_traits, statements_digest)
+    from psm_bayes.experiments.config import DEFAULT_TRAITS, ExperimentConfig
+    from psm_bayes.experiments.measure.screening import (MAX_DEFAULT_TRAITS, MIN_SEPARATION_NATS, MIN_SEPARATION_SE,
+                                                         load_screening, separating_traits, statements_digest)
 
     table = load_screening()
     probes = load_probes()
@@ -201,11 +244,14 @@ def test_shipped_screening_table_is_current_and_the_rule_reads_it():
     assert all(r["statements_sha256"] == statements_digest(probes, r["trait"]) for r in rows)
     edited = probes.subset(np.flatnonzero(probes.trait == "honesty")[1:])
     assert statements_digest(edited, "honesty") != statements_digest(probes, "honesty")
-    # the rule applied to this table, recomputed here from the rows (benchmarks/probe_screening.md: on the
-    # 2026-12-02 table no shipped trait passes it, so it is not yet what config.DEFAULT_TRAITS holds)
+    # the rule applied to this table, recomputed here from the rows, and what the default run uses
     by_hand = tuple(r["trait"] for r in rows if r["model"] == "gemma3-270m"
                     and r["separation"] > MIN_SEPARATION_NATS and r["separation"] > MIN_SEPARATION_SE * r["se"])
-    assert separating_traits() == by_hand
+    assert separating_traits() == by_hand and len(by_hand) >= 2
+    z = {r["trait"]: r["separation"] / r["se"] for r in rows if r["model"] == "gemma3-270m"}
+    top = sorted(by_hand, key=lambda t: -z[t])[:MAX_DEFAULT_TRAITS]
+    assert DEFAULT_TRAITS == tuple(t for t in by_hand if t in top)
+    assert ExperimentConfig().traits == DEFAULT_TRAITS
     assert separating_traits(min_nats=0.5, min_se=3.0) == tuple(
         r["trait"] for r in rows
         if r["model"] == "gemma3-270m" and r["separation"] > 0.5 and r["separation"] > 3 * r["se"])

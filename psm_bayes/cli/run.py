@@ -52,6 +52,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--device", default=None, metavar="{auto,cpu,cuda}",
                    help="where scoring and LoRA run (default auto: CUDA when present, else the CPU)")
     p.add_argument("--threads", type=options.positive_int, default=None, help="torch threads (default 1)")
+    p.add_argument("--schedule", choices=("auto", "serial", "parallel"), default=None,
+                   help="parallel: LoRA SFT in a second process while scoring goes on (identical results); "
+                        "default auto: parallel on a CPU with >= 2 cores")
     p.add_argument("--seed", type=options.nonneg_int, default=None, help="seed of splits, shots and fits (default 0)")
     p.add_argument("--models", default=None, metavar="A,B",
                    help="comma-separated models to compare (registry names, .gguf files or model folders; "
@@ -73,7 +76,8 @@ def register(subparsers: Any) -> None:
                         "report the persona separation of each")
     p.add_argument("--multi-trait", default=None, metavar="A&B,C&D&E",
                    help="multi-trait personas: groups of traits joined by '&', groups separated by ','; 'none' for "
-                        "none (default: sycophancy&power-seeking and machiavellianism&narcissism&psychopathy "
+                        "none (default: sycophancy&power-seeking, power-seeking&risk-taking and "
+                        "machiavellianism&narcissism&psychopathy "
                         "where all their traits are in the run)")
     p.add_argument("--no-exact-refits", dest="exact_refits", action="store_false", default=None,
                    help="keep PSIS values where Pareto k > 0.7 instead of refitting without the item")
@@ -86,6 +90,7 @@ _FLAGS = {"probes_per_trait": "probes_per_trait", "max_shots": "max_shots", "ord
           "sft_examples": "sft_examples", "sft_steps": "sft_steps",
           "sft_seeds": "sft_seeds", "sft_lr": "sft_lr", "num_samples": "num_samples", "num_warmup": "num_warmup",
           "num_chains": "num_chains", "model": "model", "dtype": "dtype", "device": "device", "threads": "threads", "seed": "seed",
+          "schedule": "schedule",
           "probes_dir": "probes_dir", "screen_traits": "screen_traits", "persona_context": "persona_context",
           "persona_examples": "persona_examples", "target_accept": "target_accept",
           "exact_refits": "exact_refits", "compare_persona_contexts": "compare_persona_contexts"}

@@ -26,15 +26,18 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from psm_bayes.experiments.measure.lora import SFTSettings
+from psm_bayes.experiments.measure.screening import default_traits
 from psm_bayes.experiments.analysis.fitting import FitSettings, NULLS
 
-DEFAULT_TRAITS: tuple[str, ...] = ("honesty", "sycophancy", "power-seeking", "humour")
-"""Traits of the default run on the shipped probes (the first is also the default SFT trait)."""
+DEFAULT_TRAITS: tuple[str, ...] = default_traits()
+"""Traits of the default run on the shipped probes, applied by code from the shipped screening table
+(:func:`psm_bayes.experiments.measure.screening.default_traits`: > 1 nat and > 4 se on Gemma 3 270M at 64
+shots, the 4 largest in z); the first two are the default SFT traits."""
 
-DEFAULT_MULTI_TRAIT: tuple[tuple[str, ...], ...] = (("sycophancy", "power-seeking"),
+DEFAULT_MULTI_TRAIT: tuple[tuple[str, ...], ...] = (("sycophancy", "power-seeking"), ("power-seeking", "risk-taking"),
                                                     ("machiavellianism", "narcissism", "psychopathy"))
 """Multi-trait personas used by default wherever all of a group's traits are in the run: a misaligned
-Assistant (the shipped probes) and the dark triad (Anthropic's persona files)."""
+Assistant and a reckless power-seeker (the shipped probes) and the dark triad (Anthropic's persona files)."""
 
 DEFAULT_MODELS: tuple[str, ...] = ("gemma3-270m",)
 """Models of the default run (:mod:`psm_bayes.llm.registry`): the embedded base model.  The post-trained
@@ -136,6 +139,10 @@ class ExperimentConfig:
         ``cuda:N``: where scoring and LoRA run.
     threads : int
         Torch threads.
+    schedule : {"auto", "serial", "parallel"}
+        ``parallel``: LoRA SFT runs in a second process while this one
+        scores (identical results, :mod:`psm_bayes.experiments.schedule`);
+        ``auto``: parallel on a CPU with >= 2 usable cores.
     batch_size : int
         Prompts per forward pass.
     criteria_se : float
@@ -176,6 +183,7 @@ class ExperimentConfig:
     dtype: str | None = None
     device: str = "auto"
     threads: int = 1
+    schedule: str = "auto"
     batch_size: int = 16
     criteria_se: float = 2.0
     null_models: tuple[str, ...] = NULLS
@@ -246,6 +254,8 @@ class ExperimentConfig:
                                  f"got {value!r}")
         if self.persona_context not in PERSONA_CONTEXTS:
             raise ValueError(f"persona_context: expected one of {PERSONA_CONTEXTS}, got {self.persona_context!r}")
+        if self.schedule not in ("auto", "serial", "parallel"):
+            raise ValueError(f"schedule: expected one of auto, serial, parallel, got {self.schedule!r}")
         if self.persona_examples < 2 or self.persona_examples % 2:
             raise ValueError(f"persona_examples: expected an even number >= 2 (label balance), "
                              f"got {self.persona_examples}")

@@ -32,6 +32,7 @@ from typing import Any
 
 from psm_bayes.experiments.config import ExperimentConfig
 from psm_bayes.experiments.design import Design
+from psm_bayes.experiments.schedule import BackgroundSFT, resolve_schedule
 from psm_bayes.experiments.stagelog import StageLog
 
 __all__ = ["ExperimentConfig", "ExperimentResult", "ModelRun", "run_experiment"]
@@ -47,6 +48,8 @@ class ModelRun:
     sft: Any
     datasets: Any
     fitted: Any
+    schedule: str = "serial"
+    """``serial`` or ``parallel`` (LoRA SFT in a second process, :mod:`psm_bayes.experiments.schedule`)."""
 
 
 @dataclass(frozen=True)
@@ -81,15 +84,51 @@ def run_model(name: str, cfg: ExperimentConfig, design: Design, spec: Any, cache
               progress: bool, loaded: Any = None, loaded_fp32: Any = None) -> ModelRun:
     """Stages 2-5 for one language model."""
     from psm_bayes.experiments.analysis import evidence
-    from psm_bayes.experiments.measure import finetune, icl, persona_table, surface
+    from psm_bayes.experiments.measure import finetune
     from psm_bayes.experiments.analysis.fits import fit_models
     from psm_bayes.llm import load_model
 
     tag = f"[{name}] "
+    parallel = resolve_schedule(cfg.schedule, str(cfg.device), own_models=loaded is None and loaded_fp32 is None)
     log.stage(tag + "load model")
     if loaded is None:
         loaded = load_model(name, dtype=cfg.dtype, threads=cfg.threads, device=cfg.device)
     log.done(tag + "load model")
+    sft_cache = cache / "sft"
+    background = None
+    if parallel == "parallel":
+        background = BackgroundSFT(name, cfg.threads, cfg.device, design, cfg.sft, cfg.sft_checkpoints,
+                                   sft_cache, cfg.batch_size)      # the model cache is on disk by now
+        log.note(tag + "LoRA SFT runs in a second process while this one scores")
+    try:
+        personas, icl_stage, surface_stage = _score_base(loaded, cfg, design, spec, cache, log, tag, progress)
+        log.stage(tag + "LoRA SFT")
+        if background is not None:
+            sft_stage, worker_s = background.result()
+            background = None
+            log.note(tag + f"LoRA SFT worker: {worker_s:.0f} s (load + train + measure)")
+        else:
+            if loaded_fp32 is None:
+                loaded_fp32 = (loaded if loaded.dtype == "float32"
+                               else load_model(name, dtype="float32", threads=cfg.threads, device=cfg.device))
+            sft_stage = finetune.run_sft(loaded_fp32, design, cfg.sft, cfg.sft_checkpoints, cache_dir=sft_cache,
+                                         batch_size=cfg.batch_size, progress=progress)
+        log.done(tag + "LoRA SFT")
+    finally:
+        if background is not None:
+            background.cancel()
+    del loaded_fp32, loaded
+    data = evidence.build_datasets(design, personas, icl_stage, sft_stage, cfg.sft_checkpoints,
+                                   surface=surface_stage)
+    fitted = fit_models(data, cfg.fit, ("persona_selection",) + cfg.null_models, cfg.seed, log, prefix=tag)
+    return ModelRun(name, personas, icl_stage, sft_stage, data, fitted, parallel)
+
+
+def _score_base(loaded: Any, cfg: ExperimentConfig, design: Design, spec: Any, cache: Path, log: StageLog,
+                tag: str, progress: bool) -> tuple[Any, Any, Any]:
+    """The base model's stages: persona table, ICL curves, statement features."""
+    from psm_bayes.experiments.measure import icl, persona_table, surface
+
     log.stage(tag + "persona table")
     personas = persona_table.measure_personas(
         loaded, design, spec, context=cfg.persona_context, compare_contexts=cfg.compare_persona_contexts,
@@ -101,18 +140,7 @@ def run_model(name: str, cfg: ExperimentConfig, design: Design, spec: Any, cache
     log.stage(tag + "statement features")           # base model, before any fine-tuning
     surface_stage = surface.measure_surface(loaded, design, cache_dir=cache / "surface", batch_size=cfg.batch_size)
     log.done(tag + "statement features")
-    log.stage(tag + "LoRA SFT")
-    if loaded_fp32 is None:
-        loaded_fp32 = (loaded if loaded.dtype == "float32"
-                       else load_model(name, dtype="float32", threads=cfg.threads, device=cfg.device))
-    sft_stage = finetune.run_sft(loaded_fp32, design, cfg.sft, cfg.sft_checkpoints, cache_dir=cache / "sft",
-                                 batch_size=cfg.batch_size, progress=progress)
-    log.done(tag + "LoRA SFT")
-    del loaded_fp32, loaded
-    data = evidence.build_datasets(design, personas, icl_stage, sft_stage, cfg.sft_checkpoints,
-                                   surface=surface_stage)
-    fitted = fit_models(data, cfg.fit, ("persona_selection",) + cfg.null_models, cfg.seed, log, prefix=tag)
-    return ModelRun(name, personas, icl_stage, sft_stage, data, fitted)
+    return personas, icl_stage, surface_stage
 
 
 def run_experiment(config: ExperimentConfig | None = None, out_dir: str | os.PathLike = "report", *,
@@ -209,6 +237,7 @@ def _run(cfg: ExperimentConfig, out: Path, source: Any, progress: bool, loaded: 
         **{k: primary[k] for k in ("icl", "sft", "cross_prediction", "prior_data_conflict", "diagnostics")},
         "models": blocks,
     }
+    results["schedule"] = {name: r.schedule for name, r in runs.items()}
     res = ExperimentResult(out, cfg, results, design, screened, runs)
     log.stage("report")
     results["timings"] = dict(log.stages)

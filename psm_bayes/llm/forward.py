@@ -45,6 +45,22 @@ def prefix_cache(body: Any, ids: Sequence[int]) -> Any:
     return cache if cache is not None else res.past_key_values
 
 
+def extend_cache(body: Any, cache: Any, ids: Sequence[int]) -> Any:
+    """``cache`` (batch 1, changed in place and returned) extended by the tokens ``ids``.
+
+    ``None`` starts a new cache (:func:`prefix_cache`).  Each layer is
+    filled as one forward pass of the whole prefix would leave it, so scoring
+    on top equals scoring after the whole prefix.
+    """
+    import torch
+
+    if cache is None:
+        return prefix_cache(body, ids)
+    x = torch.tensor([list(ids)], dtype=torch.long, device=model_device(body))
+    body(input_ids=x, use_cache=True, **{cache_kwarg(body): cache})
+    return cache
+
+
 def full_cache(body: Any, ids: Sequence[int]) -> Any:
     """Like :func:`prefix_cache`, but every layer keeps every position (for :func:`truncated_cache`).
 

@@ -17,7 +17,11 @@ boundary (a chat template or a plain ``\\n\\n`` could), ``b`` is simply a
 few tokens shorter and those tokens run with the item.  Causal attention
 makes the first ``b`` positions' keys and values the same whatever follows,
 so every score equals the from-scratch one up to float summation order
-(tested: < 1e-4 nats in float32).
+(tested: < 1e-4 nats in float32).  The items of a count also share their
+first tokens (the format's question wrapper, e.g. ``Question: Is the
+following statement ...``): those run once per count, batch 1, on top of the
+truncated cache (:func:`~psm_bayes.llm.forward.extend_cache`), and only each
+item's own tokens run batched, which roughly halves the item tokens.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from psm_bayes.data import DataError
-from psm_bayes.llm.forward import common_prefix, full_cache, model_parts, truncated_cache
+from psm_bayes.llm.forward import common_prefix, extend_cache, full_cache, model_parts, truncated_cache
 
 
 @dataclass(frozen=True)
@@ -52,9 +56,13 @@ class NestedPlan:
 
     @property
     def tokens(self) -> int:
-        """Tokens run through the model body by :func:`score_plan`."""
+        """Tokens run through the model body by :func:`score_plan` (each count's shared item start once)."""
         cached = max(self.boundaries) if self.boundaries else 0
-        return cached + sum(len(s) for per in self.suffixes for s in per)
+        total = cached
+        for per in self.suffixes:
+            shared = min([len(s) - 1 for s in per] + [common_prefix(per[0], s) for s in per[1:]])
+            total += max(shared, 0) + sum(len(s) - max(shared, 0) for s in per)
+        return total
 
 
 def plan_nested(scorer: Any, contexts: Sequence[str], items: Sequence[str]) -> NestedPlan:
@@ -116,6 +124,11 @@ def score_plan(scorer: Any, plan: NestedPlan, *, max_batch_tokens: int = 65536) 
         scorer.forward_tokens += reach
         for j, (b, sufs) in enumerate(zip(plan.boundaries, plan.suffixes)):
             prefix = truncated_cache(body, cache, b) if b else None
+            shared = min([len(s) - 1 for s in sufs] + [common_prefix(sufs[0], s) for s in sufs[1:]])
+            if shared > 0:                           # the items' common start runs once, not once per item
+                prefix = extend_cache(body, prefix, sufs[0][:shared])
+                scorer.forward_tokens += shared
+                sufs, b = tuple(s[shared:] for s in sufs), b + shared
             size = max(1, min(scorer.batch_size, max_batch_tokens // max(b, 1)))
             out[j] = scorer.score_suffixes(sufs, prefix, b, batch_size=size)
     return out

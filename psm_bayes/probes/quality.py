@@ -15,6 +15,7 @@ the other files (e.g. Anthropic's persona files, to show nothing was copied).
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 from collections import Counter, defaultdict
@@ -72,6 +73,44 @@ def balance(records: Iterable[dict]) -> dict[str, tuple[int, int]]:
     return {t: (yes[t], no[t]) for t in sorted(set(yes) | set(no))}
 
 
+READABLE_POLE: float = 0.85
+"""Leave-one-out accuracy of :func:`pole_readability` below which a trait's pole is not carried by its words."""
+
+
+def pole_readability(records: Iterable[dict]) -> dict[str, float]:
+    """Per trait: how well the pole a statement expresses can be read from its words alone.
+
+    Leave-one-out accuracy of a multinomial naive Bayes classifier (bag of
+    :func:`normalise` d words, add-one smoothing, equal class priors) that
+    predicts ``matches`` from the statement's words, trained on the trait's
+    other statements.  Chance is 0.5.  A text-only check, cheap enough to run
+    while writing probes: a small model picks a persona up from shots when the
+    pole is in the wording (Anthropic's persona files read at 0.83-0.96), and
+    hardly at all when it has to be inferred from the situation described.
+    """
+    by_trait: dict[str, list[tuple[list[str], bool]]] = defaultdict(list)
+    for r in records:
+        by_trait[r["trait"]].append((normalise(r["statement"]).split(), bool(r["matches"])))
+    out = {}
+    for trait, rows in by_trait.items():
+        counts = {True: Counter(), False: Counter()}
+        for words, m in rows:
+            counts[m].update(words)
+        vocab = len(set(counts[True]) | set(counts[False]))
+        totals = {m: sum(c.values()) for m, c in counts.items()}
+        right = 0
+        for words, m in rows:
+            own = Counter(words)
+            score = {}
+            for label in (True, False):
+                minus = own if label == m else Counter()
+                total = totals[label] - sum(minus.values())
+                score[label] = sum(math.log((counts[label][w] - minus[w] + 1) / (total + vocab)) for w in words)
+            right += (score[True] > score[False]) == m
+        out[trait] = right / len(rows)
+    return out
+
+
 def _read(path: str) -> list[dict]:
     with open(path, encoding="utf-8") as fh:
         rows = [json.loads(line) for line in fh if line.strip()]
@@ -88,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = _read(args[0])
     for trait, (y, n) in balance(rows).items():
         print(f"{trait}: {y + n} statements, {y} matching Yes, {n} matching No")
+    for trait, acc in pole_readability(rows).items():
+        print(f"{trait}: pole readable from words {acc:.2f} (want >= {READABLE_POLE})")
     texts = [r["statement"] for r in rows]
     bad = [(texts[i], texts[j], jac) for i, j, jac in near_duplicates(texts)]
     other = [r["statement"] for path in args[1:] for r in _read(path)]

@@ -29,9 +29,11 @@ shots, 16 balanced held-out statements per trait, float32).
 :data:`MIN_SEPARATION_NATS` (1 nat) AND :data:`MIN_SEPARATION_SE` (4)
 standard errors over its evaluation statements, i.e. where the model plainly
 tells the poles apart, so the run looks where PSM predicts a large effect.
-No shipped trait passes it yet (``benchmarks/probe_screening.md``), so
-:data:`psm_bayes.experiments.config.DEFAULT_TRAITS` is not derived from it
-and keeps the previous hand-picked traits.
+:func:`default_traits` keeps, of the traits that pass, the
+:data:`MAX_DEFAULT_TRAITS` with the largest z (a bound set by the run's time
+budget), in the probes file's order; it is what
+:data:`psm_bayes.experiments.config.DEFAULT_TRAITS` holds
+(``benchmarks/probe_screening.md``).
 """
 
 from __future__ import annotations
@@ -275,8 +277,7 @@ def separating_traits(model: str = RULE_MODEL, *, shots: int = RULE_SHOTS, min_n
 
     The rule for the default traits of ``psm-bayes run``: Gemma 3 270M, 64
     shots, > 1 nat and > 4 standard errors, read from the shipped screening
-    table (:func:`load_screening`); not yet applied to ``DEFAULT_TRAITS``,
-    since no shipped trait passes it.  Traits keep the table's order
+    table (:func:`load_screening`).  Traits keep the table's order
     (the order of the shipped probes file).
 
     Raises
@@ -288,3 +289,28 @@ def separating_traits(model: str = RULE_MODEL, *, shots: int = RULE_SHOTS, min_n
     if not rows:
         raise DataError(f"screening.rows: no row for model {model!r} at {shots} shots")
     return tuple(r["trait"] for r in rows if r["separation"] > min_nats and r["separation"] > min_se * r["se"])
+
+
+MAX_DEFAULT_TRAITS: int = 4
+"""At most this many traits in the default run: ICL costs grow with the square of the traits (every
+context scores every trait's items), and 4 is what the 2-core time budget affords (benchmarks/README.md)."""
+
+
+def default_traits(path: str | Path | None = None, *, keep: int = MAX_DEFAULT_TRAITS) -> tuple[str, ...]:
+    """The default traits of ``psm-bayes run``: of :func:`separating_traits`, the ``keep`` largest in z.
+
+    z is the separation over its standard error on the rule's model and shot
+    count; ties keep the file order, and so does the result.
+
+    Raises
+    ------
+    psm_bayes.data.DataError
+        If fewer than 2 traits pass the rule (a run needs two: one fine-tuned, one to generalise to).
+    """
+    passing = separating_traits(path=path)
+    z = {r["trait"]: r["separation"] / r["se"] for r in load_screening(path)["rows"]
+         if r["model"] == RULE_MODEL and r["shots"] == RULE_SHOTS and r["trait"] in passing}
+    if len(passing) < 2:
+        raise DataError(f"screening.rows: {len(passing)} trait(s) pass the default-trait rule, expected >= 2")
+    strongest = set(sorted(passing, key=lambda t: -z[t])[:keep])
+    return tuple(t for t in passing if t in strongest)

@@ -95,6 +95,40 @@ def plot_cross(blocks: dict, path: Path) -> Path:
     return _savefig(fig, path)
 
 
+def plot_sft_pairs(blocks: dict, path: Path) -> Path:
+    """SFT dose-response per trait pair: rows the trait fine-tuned, columns the trait measured, one line per model.
+
+    Each line is the mean over held-out items of (log-odds after the ``+`` fine-tune minus after the ``-``
+    one) at each checkpoint, with its 90% interval (condition x item bootstrap) as a band.
+    """
+    rows_by = {n: b["sft"].get("by_trait_pair", []) for n, b in blocks.items()}
+    trained = sorted({r["sft_trait"] for rs in rows_by.values() for r in rs})
+    measured = sorted({r["item_trait"] for rs in rows_by.values() for r in rs})
+    fig, axes = _grid(max(1, len(trained)), max(1, len(measured)), 2.8, 2.3)
+    for i, t in enumerate(trained):
+        for j, m in enumerate(measured):
+            ax = axes[i, j]
+            for k, (name, rs) in enumerate(rows_by.items()):
+                pts = sorted((r for r in rs if r["sft_trait"] == t and r["item_trait"] == m), key=lambda r: r["step"])
+                if not pts:
+                    continue
+                x = [r["step"] for r in pts]
+                line, = ax.plot(x, [r["mean"] for r in pts], marker="o", ms=3, ls=MODEL_STYLES[k % len(MODEL_STYLES)],
+                                label=name)
+                ax.fill_between(x, [r["lo"] for r in pts], [r["hi"] for r in pts], color=line.get_color(), alpha=0.15)
+            ax.axhline(0, color="0.6", lw=0.6)
+            ax.set_title(f"trained {t}\nmeasured {m}" + (" (same)" if t == m else ""), fontsize=7)
+            ax.tick_params(labelsize=6)
+            if i == len(trained) - 1:
+                ax.set_xlabel("LoRA steps", fontsize=7)
+            if j == 0:
+                ax.set_ylabel("+ minus - fine-tune (nats)", fontsize=7)
+    axes[0, 0].legend(fontsize=6)
+    fig.suptitle("SFT dose-response per trait pair (held-out items; band: 90% interval)", fontsize=9)
+    fig.tight_layout()
+    return _savefig(fig, path)
+
+
 def plot_losses(blocks: dict, path: Path) -> Path:
     """LoRA training loss per step, per model, pole and seed."""
     fig, axes = _panels(len(blocks), 4.0, 3.0)

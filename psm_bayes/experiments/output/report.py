@@ -26,7 +26,7 @@ from psm_bayes.experiments.analysis.criteria import criteria_markdown, stated_cr
 from psm_bayes.experiments.output.outputs import save_fit, write_csv, write_text
 from psm_bayes.io import save_data
 from psm_bayes.experiments.output.plots import (plot_contrasts, plot_cross, plot_icl_curves, plot_losses,
-                                         plot_persona_posterior)
+                                         plot_persona_posterior, plot_sft_pairs)
 
 
 def md_table(df: pd.DataFrame, floatfmt: str = ".3g", index: bool = True) -> str:
@@ -76,6 +76,7 @@ def write_plots(res: Any) -> None:
     plot_persona_posterior(blocks, plots / "persona_posterior.png")
     plot_cross(blocks, plots / "cross_prediction.png")
     plot_losses(blocks, plots / "sft_loss.png")
+    plot_sft_pairs(blocks, plots / "sft_pairs.png")
 
 
 def write_report(res: Any) -> Path:
@@ -345,6 +346,8 @@ the contrast. The pre-training prior is fitted on the neutral answers to the pri
 ![persona posterior](plots/persona_posterior.png)
 
 ![cross-prediction](plots/cross_prediction.png)
+
+![SFT dose-response per trait pair](plots/sft_pairs.png)
 
 ![SFT loss](plots/sft_loss.png)
 
