@@ -307,6 +307,16 @@ class SelectionData:
         return uniq, pos
 
     @cached_property
+    def observed_items(self) -> np.ndarray | None:
+        """Increasing indices of the items that episodes or measurements observe (``None``: none is observed).
+
+        What the likelihood needs the answer probabilities of; the persona posterior uses every item.
+        """
+        parts = [getattr(self, f"{k}_item") for k in ("episode", "measurement")
+                 if getattr(self, f"{k}_condition") is not None]
+        return np.unique(np.concatenate(parts)).astype(np.int64) if parts else None
+
+    @cached_property
     def observed_pairs(self) -> tuple[np.ndarray, np.ndarray]:
         """``(condition, item)`` index arrays of every observed (condition, item) pair, each once."""
         parts = [np.stack([getattr(self, f"{k}_condition"), getattr(self, f"{k}_item")], 1)

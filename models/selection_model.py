@@ -105,7 +105,7 @@ def matching_logodds(P: PPL, logp, match, other_mask):
 
 
 # ----------------------------------------------------------------- model
-def _persona_core(P: PPL, pr: Priors, data: SelectionData, log_pi, L):
+def _persona_core(P: PPL, pr: Priors, data: SelectionData, log_pi, L, cols=None):
     d, t = P.dist, P.asarray
     beta = {}
     for src in ("sft", "icl"):
@@ -113,7 +113,7 @@ def _persona_core(P: PPL, pr: Priors, data: SelectionData, log_pi, L):
             beta[src] = P.sample(f"beta_{src}", d.LogNormal(t(pr.beta_loc), t(pr.beta_scale)))
     log_q = persona_posterior(P, log_pi, L, t(data.sft_evidence), t(data.icl_evidence),
                               beta.get("sft"), beta.get("icl"))
-    return mixture_log_probs(P, log_q, L)
+    return mixture_log_probs(P, log_q, L if cols is None else L[:, P.index(cols)])
 
 
 def evidence_shift(P: PPL, pr: Priors, name: str, data: SelectionData):
@@ -147,7 +147,7 @@ def drift_offsets(P: PPL, pr: Priors, data: SelectionData):
     return P.deterministic("drift", drift)
 
 
-def persona_share(P: PPL, data: SelectionData, base, persona, surface, match, other_mask):
+def persona_share(P: PPL, data: SelectionData, base, persona, surface, match, other_mask, cols=None):
     """``persona_weight``: the persona term's share of the evidence-driven change of the matching log-odds.
 
     Over every observed (condition, item) pair, ``d_p`` is the change the
@@ -168,6 +168,8 @@ def persona_share(P: PPL, data: SelectionData, base, persona, surface, match, ot
     cond, item = data.observed_pairs
     if not len(cond):
         cond, item = (a.ravel() for a in np.indices((data.n_conditions, data.n_items)))
+    if cols is not None:                                  # the arrays hold the columns ``cols`` only
+        item = np.searchsorted(cols, item)
     lo = lambda eta: matching_logodds(P, eta, match, other_mask)  # noqa: E731  (normalising cancels)
     with_persona = lo(persona)
     d_p = (with_persona - lo(base))[P.index(cond), P.index(item)]
@@ -176,55 +178,73 @@ def persona_share(P: PPL, data: SelectionData, base, persona, surface, match, ot
     return P.deterministic("persona_weight", ss_p / (ss_p + ss_s + 1e-12))
 
 
-def log_probs(P: PPL, name: str, data: SelectionData, priors: Priors | None):
-    """Sample every latent site of model ``name``; return ``log p(o | i, c)``, shape ``(condition, item, option)``."""
+def log_probs(P: PPL, name: str, data: SelectionData, priors: Priors | None, items: np.ndarray | None = None):
+    """Sample every latent site of model ``name``; return ``log p(o | i, c)``, shape ``(condition, item, option)``.
+
+    ``items`` (increasing item indices): compute these columns only, shape ``(condition, len(items), option)``.
+    The persona posterior still weighs every evidence item; the fits pass the observed items
+    (:attr:`SelectionData.observed_items`), since the mixture over personas is the model's largest term
+    and a real design has far more evidence items (shots, SFT episodes) than measured ones.
+    """
     if name not in MODELS:
         raise ValueError(f"name: unknown persona-selection family model {name!r}; expected one of {MODELS}")
     pr = priors or Priors()
     d, t = P.dist, P.asarray
     K = data.n_personas
+    cols = None if items is None else np.asarray(items, dtype=np.int64)
+    sub = (lambda a: a) if cols is None else (lambda a: a[cols])           # numpy (item, ...) arrays
     L = t(data.permuted_loglik(pr.permutation_seed) if name == "permuted_personas" else data.loglik)
+    L_out = L if cols is None else L[:, P.index(cols)]
     if data.prior_weights is None:
         pi = P.sample("prior_weights", d.Dirichlet(t(np.full(K, pr.prior_weights_concentration))))
     else:
         pi = t(data.prior_weights)
     log_pi = P.ops.log(pi)
-    base = mixture_log_probs(P, log_pi[None, :], L)
-    match = data.onehot(data.matching_option)
+    base = mixture_log_probs(P, log_pi[None, :], L_out)
+    match = sub(data.onehot(data.matching_option))
     bias = None
     if name in PERSONA_MODELS or name == ENCOMPASSING:
-        eta = _persona_core(P, pr, data, log_pi, L)
+        eta = _persona_core(P, pr, data, log_pi, L, cols)
         if data.bias_direction is not None:
             bias = P.sample("authorial_bias", d.Normal(t(0.0), t(pr.bias_scale)))
         if name == ENCOMPASSING:
-            surface = evidence_shift(P, pr, "surface_similarity", data)[:, :, None] * t(match)[None]
-            persona_share(P, data, base, eta, surface, t(match), t(np.where(match > 0, -np.inf, 0.0)))
+            shift = evidence_shift(P, pr, "surface_similarity", data)
+            shift = shift if cols is None else shift[:, P.index(cols)]
+            surface = shift[:, :, None] * t(match)[None]
+            persona_share(P, data, base, eta, surface, t(match), t(np.where(match > 0, -np.inf, 0.0)), cols)
             eta = eta + surface
     elif name in NULL_SHIFTS:
-        eta = base + evidence_shift(P, pr, name, data)[:, :, None] * t(match)[None]
+        shift = evidence_shift(P, pr, name, data)
+        shift = shift if cols is None else shift[:, P.index(cols)]
+        eta = base + shift[:, :, None] * t(match)[None]
     else:
         eta = base
     eta = eta + t(np.zeros((data.n_conditions, 1, 1)))
-    return option_log_probs(P, eta, t(data.onehot(data.yes_option)), drift_offsets(P, pr, data), bias,
-                            None if bias is None else t(data.bias_direction))
+    return option_log_probs(P, eta, t(sub(data.onehot(data.yes_option))), drift_offsets(P, pr, data), bias,
+                            None if bias is None else t(sub(data.bias_direction)))
 
 
-def observe(P: PPL, data: SelectionData, priors: Priors | None, logp) -> None:
-    """The observation sites: ``y`` (plate ``episode``) and ``logodds`` (plate ``measurement``)."""
+def observe(P: PPL, data: SelectionData, priors: Priors | None, logp, items: np.ndarray | None = None) -> None:
+    """The observation sites: ``y`` (plate ``episode``) and ``logodds`` (plate ``measurement``).
+
+    ``items``: the item columns ``logp`` holds (:func:`log_probs`), default every item.
+    """
     pr = priors or Priors()
     d, t, ix = P.dist, P.asarray, P.index
+    col = (lambda i: i) if items is None else (lambda i: np.searchsorted(items, i))
     if data.has_episodes:
         cond, item, opt = data.episodes
         with P.plate("episode", len(cond)):
-            P.sample("y", d.Categorical(logits=logp[ix(cond), ix(item)]), obs=None if opt is None else ix(opt))
+            P.sample("y", d.Categorical(logits=logp[ix(cond), ix(col(item))]), obs=None if opt is None else ix(opt))
     if data.has_measurements:
         uniq, pos = data.measured_items
         item_sd = P.sample("item_sd", d.HalfNormal(t(pr.item_sd_scale)))
         with P.plate("measured_item", len(uniq)):
             z = P.sample("item_z", d.Normal(t(0.0), t(1.0)))
         match = data.onehot(data.matching_option)
+        match = match if items is None else match[items]
         lo = matching_logodds(P, logp, t(match), t(np.where(match > 0, -np.inf, 0.0)))
-        mean = lo[ix(data.measurement_condition), ix(data.measurement_item)] + item_sd * z[ix(pos)]
+        mean = lo[ix(data.measurement_condition), ix(col(data.measurement_item))] + item_sd * z[ix(pos)]
         P.deterministic("logodds_mean", mean)
         sd = P.sample("logodds_sd", d.HalfNormal(t(pr.logodds_sd_scale)))
         noise = d.Normal(mean, sd) if pr.logodds_df is None else d.StudentT(t(pr.logodds_df), mean, sd)
@@ -234,7 +254,8 @@ def observe(P: PPL, data: SelectionData, priors: Priors | None, logp) -> None:
 
 def model_body(P: PPL, name: str, data: SelectionData, priors: Priors | None = None) -> None:
     """Model ``name`` of the family in the library of ``P`` (see the module docstring)."""
-    observe(P, data, priors, log_probs(P, name, data, priors))
+    items = data.observed_items
+    observe(P, data, priors, log_probs(P, name, data, priors, items), items)
 
 
 def make_model(P: PPL, backend: str, name: str) -> Callable:

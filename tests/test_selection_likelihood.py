@@ -191,7 +191,7 @@ def hand_log_joint(name: str, data: SelectionData, pr: Priors, p: dict, count_we
         for i in range(I):
             eta[i, data.yes_option[i]] += hand_drift(data, p, c, drift)
             logp[c, i] = eta[i] - math.log(sum(math.exp(e) for e in eta[i]))
-    for r in range(len(data.episode_condition)):
+    for r in range(0 if data.episode_condition is None else len(data.episode_condition)):
         n = data.episode_count[r] if count_weight else 1
         lp += n * logp[data.episode_condition[r], data.episode_item[r], data.episode_option[r]]
     measured = sorted(set(data.measurement_item.tolist()))
@@ -237,6 +237,27 @@ def test_log_joint_equals_hand_written_likelihood(name, K, latent_prior, df):
         # float64 in all three: only summation order separates them
         assert numpyro_lj == pytest.approx(hand, rel=1e-10, abs=1e-8)
         assert pyro_lj == pytest.approx(numpyro_lj, rel=1e-10, abs=1e-8)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_measurements_only_on_some_items_equal_the_hand_likelihood(name):
+    """As a real run's data: log-odds measured on 3 of the 5 items, the other 2 only evidence (shots,
+    SFT episodes). The fitted model computes the answer mixture on the 3 measured items only
+    (``SelectionData.observed_items``); the hand likelihood computes it on all 5 and reads the 3."""
+    from dataclasses import replace
+
+    data = replace(toy(3, seed=4, latent_prior=False), episode_condition=None, episode_item=None,
+                   episode_option=None, episode_count=None)
+    assert data.observed_items.tolist() == [0, 2, 3] and data.icl_evidence[:, [1, 4]].any()
+    pr = PRIORS[4.0]
+    for s in range(2):
+        p = params(name, data, pr, seed=s)
+        hand = hand_log_joint(name, data, pr, p)
+        assert backend_log_joint(name, "numpyro", data, pr, p) == pytest.approx(hand, rel=1e-10, abs=1e-8)
+        assert backend_log_joint(name, "pyro", data, pr, p) == pytest.approx(hand, rel=1e-10, abs=1e-8)
+    if name == "encompassing":                     # the share over observed pairs, on the column subset
+        draw = forward(name, data, pr, seed=0)
+        assert 0 <= float(draw["persona_weight"]) <= 1
 
 
 def test_hand_comparison_can_fail():
