@@ -22,7 +22,7 @@ program computes exactly what a fresh compilation of the same fit would: the
 draws are the same bit for bit (``tests/test_fit_reuse.py``). Jaxprs with
 side effects or host callbacks are never shared (compiled per fit).
 Data of other shapes (an exact leave-one-item-out refit drops an item's
-measurements and its ``item_z``) get their own program; padding them to the
+measurements and its ``item_effect``) get their own program; padding them to the
 full shapes would keep the posterior but not the draws, and needs model
 knowledge, so it is not done.
 

@@ -27,7 +27,7 @@ on the same machine ("parallel" and "sequential" alike).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, Callable
 
@@ -38,6 +38,7 @@ from numpyro.infer import MCMC, NUTS, init_to_median
 from numpyro.infer.util import constrain_fn, initialize_model, potential_energy
 
 from psm_bayes.inference.compiled import Lifted, lift, program
+from psm_bayes.models.base import spec_of
 
 EXTRA_FIELDS = ("diverging", "energy", "num_steps", "accept_prob")
 CHAIN_METHODS = ("vectorized", "sequential", "parallel")
@@ -54,6 +55,7 @@ class Settings:
     target_accept: float
     max_tree_depth: int
     chain_method: str
+    dense_mass: tuple[tuple[str, ...], ...] = ()
 
 
 def _initial_point(model: Callable, args: tuple, key) -> tuple[dict, Any]:
@@ -70,7 +72,7 @@ def _chains(parts: tuple[Lifted, Lifted, Lifted], s: Settings, n: int) -> Callab
         ci, cp, cq = consts
         z0, pe0 = jax.vmap(lambda k: init(ci, k))(init_keys)
         kernel = NUTS(potential_fn=lambda z: pe(cp, z), target_accept_prob=s.target_accept,
-                      max_tree_depth=s.max_tree_depth)
+                      max_tree_depth=s.max_tree_depth, dense_mass=[tuple(b) for b in s.dense_mass] or False)
         mcmc = MCMC(kernel, num_warmup=s.num_warmup, num_samples=s.num_samples, num_chains=n,
                     chain_method="vectorized", postprocess_fn=lambda z: post(cq, z), progress_bar=False)
         if n == 1:
@@ -128,6 +130,7 @@ def sample(model: Callable, data: Any, priors: Any, key, s: Settings) -> tuple[d
     pe = lift(partial(potential_energy, model, args, {}), z)
     post = lift(partial(constrain_fn, model, args, {}, return_deterministic=True), z)
     parts = (init, pe, post)
+    s = replace(s, dense_mass=spec_of(model).mass_blocks(z) if not s.dense_mass else s.dense_mass)
     run = program(("nuts", s), parts, lambda bare: _build(bare, s))
     samples, extra, pe0 = run([p.consts for p in parts], init_keys, sample_keys)
     pe0 = np.asarray(pe0)

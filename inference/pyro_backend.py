@@ -99,6 +99,16 @@ def _complete(model: Callable, data: Any, priors: Any, latent: dict, n_chains: i
     return groups
 
 
+def _mass_blocks(model: Callable, data: Any, priors: Any) -> list[tuple[str, ...]]:
+    """The model's dense mass-matrix blocks (``ModelSpec.dense_mass``) over the sites it samples on ``data``."""
+    spec = spec_of(model)
+    if not spec.dense_mass:
+        return []
+    tr = poutine.trace(model).get_trace(data, priors)
+    latent = [n for n, site in tr.nodes.items() if site["type"] == "sample" and not site["is_observed"]]
+    return list(spec.mass_blocks(latent))
+
+
 @_with_torch_threads
 def fit_nuts(model: Callable, data: Any, *, seed: int, priors: Any, num_warmup: int, num_samples: int,
              num_chains: int, target_accept: float, max_tree_depth: int, predictive: bool, progress: bool):
@@ -108,7 +118,7 @@ def fit_nuts(model: Callable, data: Any, *, seed: int, priors: Any, num_warmup: 
     latent_chains, diverging = [], []
     for c in range(num_chains):
         kernel = NUTS(model, target_accept_prob=target_accept, max_tree_depth=max_tree_depth,
-                      init_strategy=init_to_median)
+                      init_strategy=init_to_median, full_mass=_mass_blocks(model, data, priors) or False)
         mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=num_warmup, num_chains=1,
                     disable_progbar=not progress)
         mcmc.run(data, priors)

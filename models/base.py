@@ -105,6 +105,10 @@ class ModelSpec:
     per_unit : callable
         ``per_unit(data)``: one row per unit (derived from ``units``); the
         log-likelihood, observed data and predictive draws use this form.
+    dense_mass : tuple of tuple of str
+        Blocks of latent sites whose posterior is strongly correlated, given a
+        dense NUTS mass matrix (each block its own; every other site diagonal).
+        Sites a model does not sample on some data are left out of the block.
     """
 
     name: str
@@ -118,6 +122,13 @@ class ModelSpec:
     with_observed: Callable[[Any, Mapping[str, Any]], Any] | None = None
     units: str | None = None
     per_unit: Callable[[Any], Any] | None = None
+    dense_mass: tuple[tuple[str, ...], ...] = ()
+
+    def mass_blocks(self, sites) -> tuple[tuple[str, ...], ...]:
+        """The :attr:`dense_mass` blocks restricted to ``sites`` (the latents a fit samples), empty ones dropped."""
+        sites = set(sites)
+        blocks = (tuple(s for s in block if s in sites) for block in self.dense_mass)
+        return tuple(b for b in blocks if b)
 
     def __post_init__(self) -> None:
         if isinstance(self.observed, Mapping):

@@ -287,6 +287,11 @@ class SelectionData:
                 T[c, self.bias_types.index(t)] = 1.0
         return T
 
+    @cached_property
+    def drift_conditions(self) -> np.ndarray:
+        """Indices of the conditions with a Yes offset (all but ``"base"``): plate ``drift_condition``."""
+        return np.flatnonzero(self.type_matrix.any(1)).astype(np.int64)
+
     def onehot(self, option: np.ndarray) -> np.ndarray:
         """``(item, option)`` indicator of ``option[i]`` for each item."""
         out = np.zeros(self.loglik.shape[1:])
@@ -375,7 +380,8 @@ class SelectionData:
     def coords(self) -> dict[str, list]:
         """ArviZ coordinates of every dim the models use."""
         out = {"persona": list(self.personas), "item": list(self.items), "option": list(self.options),
-               "condition": list(self.conditions), "condition_type": list(self.bias_types)}
+               "condition": list(self.conditions), "condition_type": list(self.bias_types),
+               "drift_condition": [self.conditions[c] for c in self.drift_conditions]}
         if self.has_episodes:
             out["episode"] = list(range(int(self.episode_count.sum())))
         if self.has_measurements:

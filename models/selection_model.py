@@ -26,7 +26,7 @@ Per condition ``c`` every model builds logits ``eta[c, i, o]`` and answers
 * ``encompassing``: the PSM's ``eta`` plus the ``surface_similarity`` shift
   (see :func:`persona_share` for its ``persona_weight``);
 * every model adds ``drift[c] * [o is Yes]``, the per-condition Yes offset
-  ``drift[c] = response_bias[type(c)] + drift_sd[type(c)] * drift_z[c]``
+  ``drift[c] ~ Normal(response_bias[type(c)], drift_sd[type(c)])``
   (:func:`drift_offsets`; none on ``base`` conditions).
 """
 
@@ -126,25 +126,33 @@ def evidence_shift(P: PPL, pr: Priors, name: str, data: SelectionData):
 
 
 def drift_offsets(P: PPL, pr: Priors, data: SelectionData):
-    """``drift[c]``, the Yes offset of each condition (``None`` when every condition is ``base``).
+    """``drift[c]``, the Yes offset of each condition, shape ``(condition,)`` (``None`` when all are ``base``).
 
-    ``drift[c] = response_bias[g] + drift_sd[g] * drift_z[c]`` with ``g =
-    type(c)`` (non-centred hierarchy); zero on ``base`` conditions. With
-    ``pr.condition_drift`` off: ``response_bias[g]`` alone.
+    ``drift ~ Normal(response_bias[g], drift_sd[g])`` with ``g = type(c)``, one per condition other than
+    ``base`` (plate ``drift_condition``), written centred: each condition is measured on every evaluation
+    item, so its offset is well identified by the data, where a centred hierarchy mixes well (the
+    non-centred form took NUTS from 15 to 203 leapfrog steps per iteration on data of the default ICL design,
+    ``benchmarks/README.md``). The offsets and the item effects share one weakly pinned direction, so
+    NUTS gives them a dense mass-matrix block (:data:`psm_bayes.models.selection.DENSE_MASS`). Zero on
+    ``base`` conditions. With ``pr.condition_drift`` off: ``response_bias[g]`` alone (no ``drift_sd`` or
+    ``drift`` sites).
     """
     if not data.bias_types:
         return None
     d, t = P.dist, P.asarray
-    T = t(data.type_matrix)
+    T = data.type_matrix
     with P.plate("condition_type", len(data.bias_types)):
         rb = P.sample("response_bias", d.Normal(t(0.0), t(pr.response_bias_scale)))
         sd = P.sample("drift_sd", d.HalfNormal(t(pr.drift_sd_scale))) if pr.condition_drift else None
-    drift = P.einsum("cg,g->c", T, rb)
-    if sd is not None:
-        with P.plate("condition", data.n_conditions):
-            z = P.sample("drift_z", d.Normal(t(0.0), t(1.0)))
-        drift = drift + P.einsum("cg,g->c", T, sd) * z
-    return P.deterministic("drift", drift)
+    if sd is None:
+        return P.einsum("cg,g->c", t(T), rb)
+    idx = data.drift_conditions
+    Td = t(T[idx])
+    with P.plate("drift_condition", len(idx)):
+        drift = P.sample("drift", d.Normal(P.einsum("cg,g->c", Td, rb), P.einsum("cg,g->c", Td, sd)))
+    scatter = np.zeros((data.n_conditions, len(idx)))
+    scatter[idx, np.arange(len(idx))] = 1.0
+    return P.einsum("cd,d->c", t(scatter), drift)
 
 
 def persona_share(P: PPL, data: SelectionData, base, persona, surface, match, other_mask, cols=None):
@@ -239,12 +247,12 @@ def observe(P: PPL, data: SelectionData, priors: Priors | None, logp, items: np.
     if data.has_measurements:
         uniq, pos = data.measured_items
         item_sd = P.sample("item_sd", d.HalfNormal(t(pr.item_sd_scale)))
-        with P.plate("measured_item", len(uniq)):
-            z = P.sample("item_z", d.Normal(t(0.0), t(1.0)))
+        with P.plate("measured_item", len(uniq)):             # centred: each item is in every condition
+            effect = P.sample("item_effect", d.Normal(t(0.0), item_sd))
         match = data.onehot(data.matching_option)
         match = match if items is None else match[items]
         lo = matching_logodds(P, logp, t(match), t(np.where(match > 0, -np.inf, 0.0)))
-        mean = lo[ix(data.measurement_condition), ix(col(data.measurement_item))] + item_sd * z[ix(pos)]
+        mean = lo[ix(data.measurement_condition), ix(col(data.measurement_item))] + effect[ix(pos)]
         P.deterministic("logodds_mean", mean)
         sd = P.sample("logodds_sd", d.HalfNormal(t(pr.logodds_sd_scale)))
         noise = d.Normal(mean, sd) if pr.logodds_df is None else d.StudentT(t(pr.logodds_df), mean, sd)
@@ -265,7 +273,8 @@ def make_model(P: PPL, backend: str, name: str) -> Callable:
 
     spec = ModelSpec(name=name, backend=backend, observed=sel.OBSERVED, dims=sel.DIMS, coords=SelectionData.coords,
                      unobserve=SelectionData.unobserve, observed_values=SelectionData.observed_values,
-                     deterministic=sel.DETERMINISTIC, with_observed=SelectionData.with_observed)
+                     deterministic=sel.DETERMINISTIC, with_observed=SelectionData.with_observed,
+                     dense_mass=sel.DENSE_MASS)
 
     def model(data: SelectionData, priors: Priors | None = None) -> None:
         model_body(P, name, data, priors)

@@ -191,7 +191,7 @@ def test_loio_means_match_exact_leave_one_item_out():
     b = _conjugate(y, f, 4000, rng, prior_sd=1.0)
     n_items = data.measured_items[0].size
     dt = az.from_dict({"posterior": {"logodds_mean": (b[:, None] * f).reshape(2, 2000, -1),
-                                     "item_sd": np.zeros((2, 2000)), "item_z": np.zeros((2, 2000, n_items)),
+                                     "item_sd": np.zeros((2, 2000)), "item_effect": np.zeros((2, 2000, n_items)),
                                      "logodds_sd": np.ones((2, 2000))}})
     pred, k = loio_means(dt, data, _item_terms(y, b[:, None] * f, items))
     exact = np.zeros_like(y)

@@ -296,7 +296,7 @@ SELECTION_SIZES = dict(n_personas=3, n_traits=2, n_eval=4, n_shot_items=4, shots
 @pytest.mark.parametrize("name", SELECTION_MODELS)
 def test_selection_family_sites_identical(name):
     """Every model of the family traces the same sites with the same shapes in NumPyro and Pyro, and every
-    one has the per-condition drift: ``drift_sd`` per condition type, ``drift_z`` and ``drift`` per condition."""
+    one has the per-condition drift: ``drift_sd`` per condition type, ``drift`` per non-base condition."""
     import psm_bayes.models.selection_numpyro as snp
     import psm_bayes.models.selection_pyro as spy
     from psm_bayes.models.selection_simulate import design
@@ -309,5 +309,5 @@ def test_selection_family_sites_identical(name):
     assert s_np == s_py
     # base + 2 traits x 2 poles x 2 orderings (ICL) + 2 poles x 2 seeds (SFT) + 2 poles x 2 seeds x 2 orderings (cross)
     assert data.bias_types == ("icl-n2", "sft-k4", "cross") and data.n_conditions == 1 + 8 + 4 + 8
-    assert s_np["response_bias"] == s_np["drift_sd"] == (3,) and s_np["drift_z"] == s_np["drift"] == (21,)
+    assert s_np["response_bias"] == s_np["drift_sd"] == (3,) and s_np["drift"] == (20,)
     assert (s_np.get("persona_weight") == ()) == (name == "encompassing")

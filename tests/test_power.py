@@ -55,7 +55,7 @@ def _toy_fit(data):
     import xarray as xr
 
     post = {"beta_icl": np.full((1, 4), 3.0), "response_bias": np.zeros((1, 4, len(data.bias_types))),
-            "item_sd": np.full((1, 4), 0.5), "logodds_sd": np.full((1, 4), 0.3), "item_z": np.zeros((1, 4, 8))}
+            "item_sd": np.full((1, 4), 0.5), "logodds_sd": np.full((1, 4), 0.3), "item_effect": np.zeros((1, 4, 8))}
     return xr.DataTree.from_dict({"/posterior": xr.Dataset(
         {k: (("chain", "draw") + tuple(f"{k}_{i}" for i in range(v.ndim - 2)), v) for k, v in post.items()})})
 

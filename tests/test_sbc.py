@@ -225,7 +225,8 @@ def test_sbc_priors_are_the_fitted_observation_model():
 
 
 def test_scaled_simulator_changes_only_the_data():
-    """``data_scale`` draws the data with a site scaled and records the unscaled truth.
+    """``data_scale`` draws the data with a site scaled (``drift`` drawn again given it) and records the
+    unscaled truth.
 
     With the drift sd scaled to 0 (and the noise to ~0), two SFT conditions of one type with the same
     evidence (LoRA seeds 0 and 1) give the same log-odds; without the fault they differ by their drift.
@@ -237,7 +238,7 @@ def test_scaled_simulator_changes_only_the_data():
     ra, rb = data.measurement_condition == a, data.measurement_condition == b
     truth, obs = draw_prior(model, data, 4, seed=3, priors=priors_of("response_bias"))
     t2, flat = draw_prior(model, data, 4, seed=3, priors=priors_of("response_bias"),
-                          scale={"drift_sd": 0.0, "logodds_sd": 1e-6})
+                          scale={"drift_sd": 0.0, "logodds_sd": 1e-6}, redraw=("drift",))
     np.testing.assert_array_equal(truth["drift_sd"], t2["drift_sd"])
     assert truth["drift_sd"].min() > 0
     np.testing.assert_allclose(flat["logodds"][:, ra], flat["logodds"][:, rb], atol=1e-3)

@@ -37,7 +37,7 @@ def _prior_draws(site: str, n: int, seed: int) -> np.ndarray:
     pr, rng = Priors(), np.random.default_rng(seed)
     if site == "beta_icl":
         return rng.lognormal(pr.beta_loc, pr.beta_scale, n)
-    # drift[c] = response_bias + drift_sd * drift_z
+    # drift[c] ~ Normal(response_bias, drift_sd): its marginal prior
     return rng.normal(0.0, pr.response_bias_scale, n) + np.abs(rng.normal(0.0, pr.drift_sd_scale, n)) * rng.normal(
         size=n)
 
@@ -52,10 +52,22 @@ def _recovered(samples: np.ndarray, truth: float, prior_sd: float) -> tuple[bool
 def test_recovery_persona_selection_episodes():
     data, truth = simulate("persona_selection", seed=11, **DESIGN)
     assert data.episode_count.sum() == 17 * 8 * 10  # base + 2 traits x 2 poles x 4 shot counts, 8 eval items
-    dt = fit_nuts(catalogue.model("persona_selection"), data, seed=0, num_warmup=300, num_samples=300,
-                  predictive=False)
+    # target_accept 0.99 (the convergence policy's last refit setting) and warm-up 1000 (the run's
+    # FitSettings): the drift is centred, as fitted to real log-odds, where each condition's 64+
+    # measurements identify its offset; 80 binary episodes per condition identify it less well (a funnel).
+    # Measured on this test: diagonal mass, 300 warm-up, target 0.8: 13 of 600 transitions divergent, 0.95:
+    # none; with the dense block of the offsets (models.selection.DENSE_MASS): 300 warm-up at 0.95: 2;
+    # 1000 at 0.95: 1; 1000 at 0.99: none
+    dt = fit_nuts(catalogue.model("persona_selection"), data, seed=0, num_warmup=1000, num_samples=300,
+                  target_accept=0.99, predictive=False)
     assert int(dt["sample_stats"]["diverging"].sum()) == 0
-    for site, col in (("beta_icl", 0), ("drift", 1)):       # drift of condition 1: the first ICL condition
+    # every condition's drift whose true value leaves both answers possible (|drift| < 3 nats, p(Yes) in
+    # (0.05, 0.95)): beyond that, 80 binary episodes carry little information about it. (Before the drift was
+    # centred the test checked condition 1 alone; the centred simulator draws its truth directly, 4.5 nats.)
+    weak = np.abs(truth["drift"]) >= 3.0
+    assert 0 < weak.sum() < len(weak) / 2
+    checks = [("beta_icl", 0)] + [("drift", c) for c in np.flatnonzero(~weak)]
+    for site, col in checks:
         post = draws(dt, site).reshape(-1, np.size(truth[site]))[:, col]
         true = float(np.ravel(truth[site])[col])
         prior_sd = _prior_draws(site, 100_000, seed=1).std()

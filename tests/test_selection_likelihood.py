@@ -37,7 +37,7 @@ PRIORS = {None: Priors(beta_scale=0.7, response_bias_scale=1.3, drift_sd_scale=1
                        item_sd_scale=0.8, logodds_sd_scale=1.2, permutation_seed=5),
           4.0: Priors(beta_loc=-0.3, half_dose_loc=0.5, logodds_df=4.0, permutation_seed=3)}
 PER_TYPE = Priors(logodds_df=4.0, condition_drift=False)
-"""One Yes offset per condition type (no drift_sd / drift_z)."""
+"""One Yes offset per condition type (no drift_sd / drift)."""
 
 
 def toy(K: int, seed: int, latent_prior: bool, authorial: bool = True) -> SelectionData:
@@ -66,7 +66,7 @@ def toy(K: int, seed: int, latent_prior: bool, authorial: bool = True) -> Select
 def params(name: str, data: SelectionData, priors: Priors, seed: int) -> dict[str, np.ndarray]:
     """Latent values drawn from the prior (the observed sites are dropped)."""
     draw = forward(name, data, priors, seed=seed)
-    return {k: v for k, v in draw.items() if k not in ("y", "logodds", "logodds_mean", "drift", "persona_weight")}
+    return {k: v for k, v in draw.items() if k not in ("y", "logodds", "logodds_mean", "persona_weight")}
 
 
 def hand_eta(name: str, data: SelectionData, p: dict, c: int, pi, L, persona: bool, surface: bool,
@@ -114,15 +114,16 @@ def hand_eta(name: str, data: SelectionData, p: dict, c: int, pi, L, persona: bo
 
 
 def hand_drift(data: SelectionData, p: dict, c: int, per_condition: bool = True) -> float:
-    """The Yes offset of condition ``c``: its type's mean plus its type's sd times its own z (0 on base)."""
+    """The Yes offset of condition ``c``: its own ``drift`` (the k-th non-base condition's), or with
+    ``per_condition`` off its type's mean (0 on base)."""
     types = [t for t in dict.fromkeys(data.condition_type) if t != BASE_TYPE]
     if data.condition_type[c] == BASE_TYPE:
         return 0.0
     g = types.index(data.condition_type[c])
-    out = p["response_bias"][g]
-    if per_condition and "drift_sd" in p:
-        out += p["drift_sd"][g] * p["drift_z"][c]
-    return float(out)
+    if per_condition and "drift" in p:
+        k = sum(t != BASE_TYPE for t in data.condition_type[:c])
+        return float(p["drift"][k])
+    return float(p["response_bias"][g])
 
 
 def hand_matching_logodds(eta: np.ndarray, i: int, match: int) -> float:
@@ -183,8 +184,13 @@ def hand_log_joint(name: str, data: SelectionData, pr: Priors, p: dict, count_we
         lp += stats.norm.logpdf(p["response_bias"][g], 0, pr.response_bias_scale)
         if pr.condition_drift:
             lp += stats.halfnorm.logpdf(p["drift_sd"][g], scale=pr.drift_sd_scale)
-    if pr.condition_drift:
-        lp += sum(stats.norm.logpdf(p["drift_z"][c]) for c in range(C))   # base conditions' z too (unused)
+    if pr.condition_drift:                                              # one offset per non-base condition
+        k = 0
+        for c in range(C):
+            if data.condition_type[c] != BASE_TYPE:
+                g = types.index(data.condition_type[c])
+                lp += stats.norm.logpdf(p["drift"][k], p["response_bias"][g], p["drift_sd"][g])
+                k += 1
     logp = np.zeros((C, I, O))
     for c in range(C):
         eta = hand_eta(name, data, p, c, pi, L, persona, name == "encompassing")
@@ -198,12 +204,12 @@ def hand_log_joint(name: str, data: SelectionData, pr: Priors, p: dict, count_we
     lp += stats.halfnorm.logpdf(p["item_sd"], scale=pr.item_sd_scale)
     lp += stats.halfnorm.logpdf(p["logodds_sd"], scale=pr.logodds_sd_scale)
     for j in range(len(measured)):
-        lp += stats.norm.logpdf(p["item_z"][j])
+        lp += stats.norm.logpdf(p["item_effect"][j], 0, p["item_sd"])
     for m in range(len(data.measurement_condition)):
         c, i = data.measurement_condition[m], data.measurement_item[m]
         mo = data.matching_option[i]
         lo = logp[c, i, mo] - math.log(sum(math.exp(logp[c, i, o]) for o in range(O) if o != mo))
-        mean = lo + p["item_sd"] * p["item_z"][measured.index(i)]
+        mean = lo + p["item_effect"][measured.index(i)]
         if pr.logodds_df is None:
             lp += stats.norm.logpdf(data.logodds[m], mean, p["logodds_sd"])
         else:
@@ -229,7 +235,8 @@ def test_log_joint_equals_hand_written_likelihood(name, K, latent_prior, df):
     data, pr = toy(K, seed=K + 10 * latent_prior, latent_prior=latent_prior), PRIORS.get(df, PER_TYPE)
     for s in range(2):  # two parameter values per toy
         p = params(name, data, pr, seed=s)
-        assert ("drift_z" in p) == pr.condition_drift and p["response_bias"].shape == (3,)
+        assert ("drift" in p) == pr.condition_drift and p["response_bias"].shape == (3,)
+        assert not pr.condition_drift or p["drift"].shape == (4,)          # the 4 non-base conditions
         p = params(name, data, pr, seed=s)
         hand = hand_log_joint(name, data, pr, p)
         numpyro_lj = backend_log_joint(name, "numpyro", data, pr, p)
@@ -265,7 +272,8 @@ def test_hand_comparison_can_fail():
     per-condition part of the drift (per-type offsets only) is detected."""
     data, pr = toy(3, seed=0, latent_prior=False), PRIORS[None]
     for name in ("persona_selection", "response_bias"):
-        p = dict(params(name, data, pr, seed=0), drift_sd=np.ones(3))       # a drift of 1 nat within each type
+        p = params(name, data, pr, seed=0)                # non-base conditions of types icl, sft, sft_icl, icl:
+        p = dict(p, drift_sd=np.ones(3), drift=p["response_bias"][[0, 1, 2, 0]] + np.array([1.0, -1.0, 1.0, -1.0]))
         lj = backend_log_joint(name, "numpyro", data, pr, p)
         assert lj == pytest.approx(hand_log_joint(name, data, pr, p), rel=1e-10)
         assert abs(hand_log_joint(name, data, pr, p, drift=False) - lj) > 1.0
@@ -293,8 +301,9 @@ def _deterministic(name: str, backend: str, data: SelectionData, pr: Priors, p: 
 
 
 @pytest.mark.parametrize("latent_prior", [False, True])
-def test_drift_and_persona_weight_equal_hand_values(latent_prior):
-    """``drift`` (per condition) and ``encompassing``'s ``persona_weight`` in both backends equal the hand values.
+def test_persona_weight_equals_hand_value(latent_prior):
+    """``encompassing``'s ``persona_weight`` in both backends equals the hand value (the per-condition
+    ``drift`` is a sampled site, checked by the log-joint test above).
 
     The weight is in (0, 1), moves with the surface coefficient (0 at a surface shift that swamps the
     persona term, 1 without one), so the comparison can fail.
@@ -307,8 +316,6 @@ def test_drift_and_persona_weight_equal_hand_values(latent_prior):
         for backend in ("numpyro", "pyro"):
             assert float(_deterministic("encompassing", backend, data, pr, p, "persona_weight")) == pytest.approx(
                 hand_w, rel=1e-9)
-            np.testing.assert_allclose(_deterministic("encompassing", backend, data, pr, p, "drift"),
-                                       [hand_drift(data, p, c) for c in range(data.n_conditions)], rtol=1e-12)
         assert hand_persona_weight(data, dict(p, surface_shift=0.0)) == pytest.approx(1.0)
         assert hand_persona_weight(data, dict(p, surface_shift=1e4 * np.sign(p["surface_shift"]))) < 1e-3
 

@@ -189,10 +189,12 @@ class ExperimentConfig:
     null_models: tuple[str, ...] = NULLS
     # chosen by the documented sweep on trained-statement shift and loss alone (benchmarks/sft_sweep.md)
     sft: SFTSettings = SFTSettings(steps=12, lr=5e-4, seeds=(0, 1, 2))
-    # 1000 draws per chain: at 300 the max R-hat over the ~20 latent sites sat at 1.01-1.03 on every fit of
-    # the default run from sampling noise alone (each was refitted); at 1000 it is 1.003-1.009, and draws cost
-    # ~2 s per fit against ~10 s of JIT compilation (measured on the default run's data, benchmarks/README.md).
-    fit: FitSettings = FitSettings(num_warmup=300, num_samples=1000)
+    # 1000 warm-up + 500 draws per chain, measured on the many-shot default run's ICL and SFT data (2026-12-03,
+    # benchmarks/README.md): the dense mass-matrix block of the Yes offsets and item effects
+    # (models.selection.DENSE_MASS) needs the longer warm-up to estimate it (at 500: 74 leapfrog steps per
+    # draw on ICL and R-hat 1.015 on SFT; at 1000: 23 steps, R-hat 1.007, bulk ESS 513, 109 s per fit), and
+    # 500 draws per chain give bulk ESS > 2 x 100 (the convergence policy's floor) with R-hat < 1.01.
+    fit: FitSettings = FitSettings(num_warmup=1000, num_samples=500)
     multi_trait_personas: tuple[tuple[str, ...], ...] | None = None
 
     def __post_init__(self) -> None:

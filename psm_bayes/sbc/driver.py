@@ -79,7 +79,7 @@ def run_sbc(model: Callable, data: Any, *, replicates: int, seed: int = 0, prior
             fit_priors: Any = None, config: SBCConfig | None = None, method: str = "auto",
             latents: Sequence[str] | None = None, chunk_size: int | None = None, ray_address: str | None = None,
             workers: int | None = None, progress: bool = False,
-            data_scale: Mapping[str, float] | None = None) -> SBCResult:
+            data_scale: Mapping[str, float] | None = None, data_redraw: Sequence[str] = ()) -> SBCResult:
     """Simulation-based calibration of ``model`` on data shaped like ``data``.
 
     Parameters
@@ -118,6 +118,8 @@ def run_sbc(model: Callable, data: Any, *, replicates: int, seed: int = 0, prior
     data_scale : mapping, optional
         A deliberate simulator fault: the data are drawn with these latent
         sites scaled (the truth unscaled; :func:`~psm_bayes.sbc.prior.draw_prior`).
+    data_redraw : sequence of str
+        With ``data_scale``: the latent sites drawn again given the scaled ones (``draw_prior``'s ``redraw``).
 
     Returns
     -------
@@ -147,7 +149,8 @@ def run_sbc(model: Callable, data: Any, *, replicates: int, seed: int = 0, prior
                                           latents=latents, progress=progress)
         meta = {"divergences": "not reported by simuk (counted as 0)"}
     else:
-        truth, obs = draw_prior(model, data, replicates, seed=seed, priors=priors, latents=latents, scale=data_scale)
+        truth, obs = draw_prior(model, data, replicates, seed=seed, priors=priors, latents=latents, scale=data_scale,
+                               redraw=tuple(data_redraw))
         samples, stats, meta = _fit_replicates(model, data, fit_priors, config, tuple(truth), obs, seed, method,
                                                chunk_size, ray_address, workers, progress)
     return build_result(spec.name, truth, samples, stats, config, method, time.perf_counter() - t0, seed,

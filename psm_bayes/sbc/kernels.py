@@ -74,7 +74,9 @@ class NUTSKernel:
 
         info = initialize_model(jax.random.PRNGKey(0), conditioned, model_args=(dict(self.example_obs),),
                                 dynamic_args=True, init_strategy=init_to_median)
-        run_chain = _nuts_chain(info.param_info.z, info.potential_fn, info.postprocess_fn, self.config, self.names)
+        blocks = spec_of(model).mass_blocks(info.param_info.z)      # the fits' dense mass-matrix blocks
+        run_chain = _nuts_chain(info.param_info.z, info.potential_fn, info.postprocess_fn, self.config, self.names,
+                                blocks)
         n_chains = self.config.num_chains
 
         def run_one(key, obs):
@@ -86,7 +88,8 @@ class NUTSKernel:
         return run_one
 
 
-def _nuts_chain(z_init, pe_gen: Callable, post_gen: Callable, c: SBCConfig, names: tuple[str, ...]) -> Callable:
+def _nuts_chain(z_init, pe_gen: Callable, post_gen: Callable, c: SBCConfig, names: tuple[str, ...],
+                dense_mass: tuple[tuple[str, ...], ...] = ()) -> Callable:
     """One NUTS chain: jittered start, warm-up and thinned sampling in a single ``lax.fori_loop``."""
     import jax
     import jax.numpy as jnp
@@ -103,6 +106,7 @@ def _nuts_chain(z_init, pe_gen: Callable, post_gen: Callable, c: SBCConfig, name
             for x, k in zip(leaves, jkeys)])
         state = init_kernel(z0, c.num_warmup, step_size=c.step_size, adapt_step_size=c.adapt_step_size,
                             adapt_mass_matrix=c.adapt_mass_matrix, target_accept_prob=c.target_accept,
+                            dense_mass=[tuple(b) for b in dense_mass] or False,
                             max_tree_depth=c.max_tree_depth, model_args=(obs,), rng_key=k_run)
         # one loop over warm-up and sampling (one copy of the NUTS kernel to compile): iteration i >= warm-up
         # with (i - warm-up) % thin == thin - 1 is kept in row (i - warm-up) // thin of the buffer

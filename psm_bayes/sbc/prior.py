@@ -11,8 +11,8 @@ from psm_bayes.models.base import spec_of
 
 
 def draw_prior(model: Callable, data: Any, replicates: int, *, seed: int, priors: Any = None,
-               latents: Sequence[str] | None = None, scale: Mapping[str, float] | None = None
-               ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+               latents: Sequence[str] | None = None, scale: Mapping[str, float] | None = None,
+               redraw: Sequence[str] = ()) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Draw ``replicates`` (latents, observed) pairs from the model's prior predictive.
 
     Parameters
@@ -36,6 +36,12 @@ def draw_prior(model: Callable, data: Any, replicates: int, *, seed: int, priors
         are drawn again with these latent sites multiplied by the factors,
         while the returned latents keep the unscaled values, as a simulator
         that misreports a scale would (e.g. ``{"drift_sd": 1.5}``).
+    redraw : sequence of str
+        With ``scale``: latent sites drawn again in the scaled simulation,
+        given the scaled values (the sites whose distribution the scaled
+        site sets: ``("drift",)`` for ``drift_sd``, so the drift spreads
+        1.5x wider than the recorded ``drift_sd`` says); their returned
+        values stay the first draws.
 
     Returns
     -------
@@ -52,24 +58,25 @@ def draw_prior(model: Callable, data: Any, replicates: int, *, seed: int, priors
         raise ValueError(f"latents: model {spec.name!r} on this design has sample sites {sorted(out)}; expected "
                          f"some of the latents {list(latents or [])} and observed sites {list(spec.observed)}")
     if scale:
-        out = dict(out) | _rescaled_observations(model, data, out, scale, seed=seed, priors=priors)
+        out = dict(out) | _rescaled_observations(model, data, out, scale, seed=seed, priors=priors, redraw=redraw)
     return {k: np.asarray(out[k]) for k in names}, {k: np.asarray(out[k]) for k in observed}
 
 
 def _rescaled_observations(model: Callable, data: Any, draws: dict, scale: Mapping[str, float], *, seed: int,
-                           priors: Any) -> dict[str, np.ndarray]:
-    """The observed sites drawn at ``draws``' latent values with the sites of ``scale`` multiplied."""
+                           priors: Any, redraw: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    """The observed sites drawn at ``draws``' latent values with the sites of ``scale`` multiplied
+    (the sites of ``redraw`` drawn again given them)."""
     import jax
     from numpyro.infer import Predictive
 
     spec = spec_of(model)
     if spec.backend != "numpyro":
         raise ValueError(f"scale: a scaled simulator needs a NumPyro model, not {spec.backend}")
-    missing = sorted(set(scale) - set(draws))
+    missing = sorted((set(scale) | set(redraw)) - set(draws))
     if missing:
         raise ValueError(f"scale: the model has no sites {missing} on this design; it has {sorted(draws)}")
     fixed = {k: np.asarray(v) * scale.get(k, 1.0) for k, v in draws.items()
-             if k not in spec.observed and k not in spec.deterministic}
+             if k not in spec.observed and k not in spec.deterministic and k not in redraw}
     out = Predictive(model, posterior_samples=fixed, return_sites=list(spec.observed))(
         jax.random.fold_in(jax.random.PRNGKey(seed), 7), spec.unobserve(data), priors)
     return {k: np.asarray(v) for k, v in out.items() if k in spec.observed}

@@ -47,18 +47,23 @@ class Fault:
         Prior values of the fitted model (the simulator keeps the documented priors).
     data_scale : mapping
         Latent sites multiplied in the simulated data only (the truth is recorded unscaled).
+    data_redraw : tuple of str
+        Latent sites drawn again, given the scaled ones, in the simulated data (the sites whose
+        distribution a scaled site sets).
     """
 
     label: str
     simulator: Mapping[str, Any] = field(default_factory=dict)
     fit: Mapping[str, Any] = field(default_factory=dict)
     data_scale: Mapping[str, float] = field(default_factory=dict)
+    data_redraw: tuple[str, ...] = ()
 
 
 FAULTS: Mapping[str, tuple[Fault, ...]] = {
     "persona_selection": (
         Fault("per-condition drift in the data, one offset per type in the fit", fit={"condition_drift": False}),
-        Fault("drift_sd 1.5x in the simulated data (truth recorded unscaled)", data_scale={"drift_sd": 1.5}),
+        Fault("drift_sd 1.5x in the simulated data (truth recorded unscaled)", data_scale={"drift_sd": 1.5},
+              data_redraw=("drift",)),
     ),
     "persona_mixture": (Fault("beta_scale 0.75 in the simulator (fitted 0.5)", simulator={"beta_scale": 0.75}),),
 }
@@ -118,7 +123,8 @@ def model_sbc(name: str, *, replicates: int, seed: int = 0, config: SBCConfig | 
         have = set(latent_sites(model, data, fit_priors)) | set(spec_of(model).deterministic)
         latents = tuple(k for k in latents if k in have)
     res = run_sbc(model, data, replicates=replicates, seed=seed, priors=priors, fit_priors=fit_priors,
-                  config=config, method=method, latents=latents, data_scale=dict(fault.data_scale) or None, **kwargs)
+                  config=config, method=method, latents=latents, data_scale=dict(fault.data_scale) or None,
+                  data_redraw=fault.data_redraw, **kwargs)
     res.meta.update(sizes=sizes, fault=fault.label or None)
     return res
 

@@ -63,7 +63,7 @@ def prior_predictive_check(name: str, data: Any, rows: pd.DataFrame, by: list[st
 
 SHIFTS = ("same_trait_shift", "other_trait_shift", "profile_shift", "surface_shift", "generic_shift")
 """Null shift coefficients (prior ``Normal(0, shift_scale)``)."""
-NOT_CHECKED = ("prior_weights", "item_z", "drift_z", "logodds_mean", "drift", "persona_weight")
+NOT_CHECKED = ("prior_weights", "item_effect", "logodds_mean", "drift", "persona_weight")
 """Posterior variables with no prior of their own here: per-persona / per-item / per-condition effects
 (their Dirichlet / standard-normal priors are part of the hierarchy) and deterministic sites."""
 

@@ -48,7 +48,7 @@ from psm_bayes.experiments.analysis.criteria import psm_beats_nulls
 from psm_bayes.experiments.analysis.fitting import FitSettings, PSM, fit_with_refit
 from psm_bayes.experiments.analysis.fits import grouped_compare
 
-PER_ITEM_SITES = ("item_z", "logodds_mean", "drift_z", "drift")
+PER_ITEM_SITES = ("item_effect", "logodds_mean", "drift")
 """Sites redrawn for every simulated design: they belong to items and to conditions (each context and LoRA
 run has its own Yes offset, drawn from its type's fitted ``response_bias`` and ``drift_sd``), not to the
 model's effect sizes."""

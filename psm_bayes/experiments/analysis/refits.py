@@ -84,18 +84,17 @@ def integrated_item_loglik(y: np.ndarray, mean: np.ndarray, item_sd: np.ndarray,
 
 
 def row_means(dt: Any, data: Any) -> np.ndarray:
-    """Each measurement's mean without its item effect, ``logodds_mean - item_sd * item_z[item]``: (draw, row)."""
+    """Each measurement's mean without its item effect, ``logodds_mean - item_effect[item]``: (draw, row)."""
     post = dt["posterior"]
     flat = lambda k: np.asarray(post[k].values, dtype=float).reshape(-1, *post[k].shape[2:])  # noqa: E731
     _, pos = data.measured_items
-    item_sd = flat("item_sd").reshape(-1)
-    return flat("logodds_mean") - item_sd[:, None] * flat("item_z")[:, pos]
+    return flat("logodds_mean") - flat("item_effect")[:, pos]
 
 
 def fit_item_loglik(dt: Any, data: Any, priors: Any) -> np.ndarray:
     """Integrated log-likelihood ``(chain, draw, measured item)`` of a fit, from its ``logodds_mean``.
 
-    ``logodds_mean - item_sd * item_z`` is each row's mean without the item
+    ``logodds_mean - item_effect`` is each row's mean without the item
     effect (:func:`row_means`); items are in the order of ``np.unique(data.measurement_item)``.
     """
     post = dt["posterior"]
@@ -165,7 +164,7 @@ def heldout(name: str, data: Any, dt: Any, item: int, priors: Any) -> tuple[floa
     rows = data.measurement_item == item
     y, cond = np.asarray(data.logodds, float)[rows], data.measurement_condition[rows]
     post = dt["posterior"]
-    names = [k for k in post.data_vars if k not in ("item_z", "logodds_mean")]
+    names = [k for k in post.data_vars if k not in ("item_effect", "logodds_mean")]
     flat = {k: np.asarray(post[k].values).reshape((-1,) + post[k].shape[2:]) for k in names}
     n = len(flat["logodds_sd"])
     match = int(data.matching_option[item])
