@@ -25,26 +25,13 @@ from pathlib import Path
 import numpy as np
 
 
-def _load(run_dir: Path, llm: str | None, dataset: str, cls: type):
-    """The data set ``RUN_DIR/data/<llm>/<dataset>.nc`` the run fitted (``llm``: default the only or first)."""
-    from psm_bayes import io
-
-    found = sorted(p.parent.name for p in run_dir.glob(f"data/*/{dataset}.nc"))
-    if not found:
-        raise SystemExit(f"run_dir: {str(run_dir)!r} has no data/<model>/{dataset}.nc; expected the --out folder "
-                         "of a finished `psm-bayes run`")
-    llm = found[0] if llm is None else llm
-    if llm not in found:
-        raise SystemExit(f"llm: {llm!r} is not in the run; expected one of {found}")
-    return io.load_data(run_dir / "data" / llm / f"{dataset}.nc", cls=cls, flag="run_dir")
-
-
 def main() -> None:
     from psm_bayes.experiments.analysis.fitting import NULLS, PSM, FitSettings, fit_with_refit
     from psm_bayes.experiments.analysis.fits import grouped_compare
+    from psm_bayes.experiments.analysis.power import load_run_data
     from psm_bayes.experiments.analysis.refits import fit_item_loglik
     from psm_bayes.models import catalogue
-    from psm_bayes.models.selection import Priors, SelectionData
+    from psm_bayes.models.selection import Priors
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("run_dir")
@@ -60,7 +47,10 @@ def main() -> None:
                            exact_refits=False)
     out: dict = {"date": str(datetime.date.today()), "run_dir": str(args.run_dir), "rows": []}
     for ds in args.datasets:
-        data = _load(Path(args.run_dir), args.llm, ds, SelectionData)
+        try:
+            data, _ = load_run_data(args.run_dir, args.llm, ds)
+        except (FileNotFoundError, ValueError) as e:     # one line, not a traceback
+            raise SystemExit(str(e)) from None
         print(f"\n## {ds}: {len(data.logodds)} log-odds, {data.n_conditions} conditions, "
               f"{len(data.bias_types)} types", flush=True)
         print("| drift | model | logodds_sd | divergences | max R-hat | PSM minus model (se) | fit s |")

@@ -72,7 +72,7 @@ def _chains(parts: tuple[Lifted, Lifted, Lifted], s: Settings, n: int) -> Callab
         ci, cp, cq = consts
         z0, pe0 = jax.vmap(lambda k: init(ci, k))(init_keys)
         kernel = NUTS(potential_fn=lambda z: pe(cp, z), target_accept_prob=s.target_accept,
-                      max_tree_depth=s.max_tree_depth, dense_mass=[tuple(b) for b in s.dense_mass] or False)
+                      max_tree_depth=s.max_tree_depth, dense_mass=list(s.dense_mass) or False)
         mcmc = MCMC(kernel, num_warmup=s.num_warmup, num_samples=s.num_samples, num_chains=n,
                     chain_method="vectorized", postprocess_fn=lambda z: post(cq, z), progress_bar=False)
         if n == 1:
@@ -130,7 +130,7 @@ def sample(model: Callable, data: Any, priors: Any, key, s: Settings) -> tuple[d
     pe = lift(partial(potential_energy, model, args, {}), z)
     post = lift(partial(constrain_fn, model, args, {}, return_deterministic=True), z)
     parts = (init, pe, post)
-    s = replace(s, dense_mass=spec_of(model).mass_blocks(z) if not s.dense_mass else s.dense_mass)
+    s = replace(s, dense_mass=spec_of(model).mass_blocks(z))    # part of the program's key
     run = program(("nuts", s), parts, lambda bare: _build(bare, s))
     samples, extra, pe0 = run([p.consts for p in parts], init_keys, sample_keys)
     pe0 = np.asarray(pe0)

@@ -104,7 +104,8 @@ def _mass_blocks(model: Callable, data: Any, priors: Any) -> list[tuple[str, ...
     spec = spec_of(model)
     if not spec.dense_mass:
         return []
-    tr = poutine.trace(model).get_trace(data, priors)
+    with torch.random.fork_rng():               # tracing draws from the prior: leave the fit's RNG stream alone
+        tr = poutine.trace(model).get_trace(data, priors)
     latent = [n for n, site in tr.nodes.items() if site["type"] == "sample" and not site["is_observed"]]
     return list(spec.mass_blocks(latent))
 
@@ -116,9 +117,10 @@ def fit_nuts(model: Callable, data: Any, *, seed: int, priors: Any, num_warmup: 
     spec = spec_of(model)
     _seed(seed)
     latent_chains, diverging = [], []
+    blocks = _mass_blocks(model, data, priors)
     for c in range(num_chains):
         kernel = NUTS(model, target_accept_prob=target_accept, max_tree_depth=max_tree_depth,
-                      init_strategy=init_to_median, full_mass=_mass_blocks(model, data, priors) or False)
+                      init_strategy=init_to_median, full_mass=blocks or False)
         mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=num_warmup, num_chains=1,
                     disable_progbar=not progress)
         mcmc.run(data, priors)

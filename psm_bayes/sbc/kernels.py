@@ -106,7 +106,7 @@ def _nuts_chain(z_init, pe_gen: Callable, post_gen: Callable, c: SBCConfig, name
             for x, k in zip(leaves, jkeys)])
         state = init_kernel(z0, c.num_warmup, step_size=c.step_size, adapt_step_size=c.adapt_step_size,
                             adapt_mass_matrix=c.adapt_mass_matrix, target_accept_prob=c.target_accept,
-                            dense_mass=[tuple(b) for b in dense_mass] or False,
+                            dense_mass=list(dense_mass) or False,
                             max_tree_depth=c.max_tree_depth, model_args=(obs,), rng_key=k_run)
         # one loop over warm-up and sampling (one copy of the NUTS kernel to compile): iteration i >= warm-up
         # with (i - warm-up) % thin == thin - 1 is kept in row (i - warm-up) // thin of the buffer

@@ -82,6 +82,29 @@ class Pilot:
             raise ValueError(f"fits: expected a {PSM} fit among {sorted(self.fits)}")
 
 
+def load_run_data(run_dir: str | os.PathLike, llm: str | None = None, dataset: str = "icl",
+                  flag: str = "run_dir") -> tuple[Any, str]:
+    """``(data, llm)``: the :class:`SelectionData` a finished ``psm-bayes run`` fitted, ``data/<llm>/<dataset>.nc``.
+
+    ``llm`` defaults to the only (or first) language model of the run; ``flag`` names the folder's
+    option in error messages.
+    """
+    from psm_bayes import io
+    from psm_bayes.models.selection import SelectionData
+
+    root = Path(run_dir)
+    if dataset not in ("icl", "sft"):
+        raise ValueError(f"dataset: expected 'icl' or 'sft', got {dataset!r}")
+    found = sorted(p.parent.name for p in root.glob(f"data/*/{dataset}.nc"))
+    if not found:
+        raise FileNotFoundError(f"{flag}: {str(root)!r} has no data/<model>/{dataset}.nc; expected the --out "
+                                "folder of a finished `psm-bayes run`")
+    llm = found[0] if llm is None else llm
+    if llm not in found:
+        raise ValueError(f"llm: {llm!r} is not in the {flag}; expected one of {found}")
+    return io.load_data(root / "data" / llm / f"{dataset}.nc", cls=SelectionData, flag=flag), llm
+
+
 def load_pilot(run_dir: str | os.PathLike, llm: str | None = None, dataset: str = "icl") -> Pilot:
     """The pilot of a finished ``psm-bayes run`` folder (``--out`` of the run).
 
@@ -94,19 +117,9 @@ def load_pilot(run_dir: str | os.PathLike, llm: str | None = None, dataset: str 
     dataset : {"icl", "sft"}
     """
     from psm_bayes import io
-    from psm_bayes.models.selection import SelectionData
 
     root = Path(run_dir)
-    if dataset not in ("icl", "sft"):
-        raise ValueError(f"dataset: expected 'icl' or 'sft', got {dataset!r}")
-    found = sorted(p.parent.name for p in root.glob(f"data/*/{dataset}.nc"))
-    if not found:
-        raise FileNotFoundError(f"pilot: {str(root)!r} has no data/<model>/{dataset}.nc; expected the --out "
-                                "folder of a finished `psm-bayes run`")
-    llm = found[0] if llm is None else llm
-    if llm not in found:
-        raise ValueError(f"llm: {llm!r} is not in the pilot; expected one of {found}")
-    data = io.load_data(root / "data" / llm / f"{dataset}.nc", cls=SelectionData, flag="pilot")
+    data, llm = load_run_data(root, llm, dataset, flag="pilot")
     fits = {p.stem.split("-", 1)[1]: io.load_datatree(p, flag="pilot")
             for p in sorted((root / "fits" / llm).glob(f"{dataset}-*.nc"))}
     results = root / "results.json"
