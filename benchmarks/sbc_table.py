@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup", type=int, default=300)
     p.add_argument("--alpha", type=float, default=0.01)
     p.add_argument("--method", default="auto")
+    p.add_argument("--init", choices=("median", "laplace"), default="median",
+                   help="NUTS start: prior median with adapted mass, or the run's fits' Laplace start")
     p.add_argument("--no-faults", action="store_true")
     p.add_argument("--parameters", action="store_true", help="also print every run's per-parameter table")
     p.add_argument("--workers", type=int, default=1, help="local Ray workers per SBC run (default: serial)")
@@ -46,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     from psm_bayes.sbc.table import calibration_table, markdown, parameter_table
 
     configure_jax()
-    cfg = SBCConfig(num_draws=args.draws, thin=args.thin, num_warmup=args.warmup)
+    cfg = SBCConfig(num_draws=args.draws, thin=args.thin, num_warmup=args.warmup, init=args.init)
     per_run: list[str] = []
 
     def keep(res) -> None:

@@ -37,7 +37,7 @@ def _backend(model: Callable):
 
 def fit_nuts(model: Callable, data: Any, *, seed: int, priors: Any = None, num_warmup: int = 500,
              num_samples: int = 500, num_chains: int = 2, target_accept: float = 0.8,
-             max_tree_depth: int = 10, predictive: bool = True, progress: bool = False):
+             max_tree_depth: int = 10, predictive: bool = True, progress: bool = False, init: str = "median"):
     """Fit ``model`` to ``data`` with NUTS.
 
     Parameters
@@ -61,6 +61,12 @@ def fit_nuts(model: Callable, data: Any, *, seed: int, priors: Any = None, num_w
         Also draw the posterior predictive and the deterministic sites.
     progress : bool
         Show a progress bar.
+    init : {"median", "laplace"}
+        ``"median"``: chains start at the prior median and warm-up adapts the
+        mass matrix; ``"laplace"`` (NumPyro backend): chains start at draws
+        from the Laplace approximation at the posterior mode, whose
+        covariance is a fixed dense mass matrix (warm-up adapts the step
+        size only; :mod:`psm_bayes.inference.nuts`).
 
     Returns
     -------
@@ -73,10 +79,13 @@ def fit_nuts(model: Callable, data: Any, *, seed: int, priors: Any = None, num_w
     if num_samples < 1 or num_warmup < 0 or num_chains < 1:
         raise ValueError("num_samples >= 1, num_warmup >= 0 and num_chains >= 1 expected, got "
                          f"{num_samples}, {num_warmup}, {num_chains}")
+    if init not in ("median", "laplace"):
+        raise ValueError(f"init: expected 'median' or 'laplace', got {init!r}")
+    extra = {} if init == "median" else {"init": init}
     return _backend(model).fit_nuts(model, data, seed=seed, priors=priors, num_warmup=num_warmup,
                                     num_samples=num_samples, num_chains=num_chains,
                                     target_accept=target_accept, max_tree_depth=max_tree_depth,
-                                    predictive=predictive, progress=progress)
+                                    predictive=predictive, progress=progress, **extra)
 
 
 def fit_svi(model: Callable, data: Any, *, seed: int, priors: Any = None, guide: str = "normal",

@@ -42,7 +42,7 @@ def _predictive_groups(model: Callable, data: Any, priors: Any, flat: dict, n_ch
 
 def fit_nuts(model: Callable, data: Any, *, seed: int, priors: Any, num_warmup: int, num_samples: int,
              num_chains: int, target_accept: float, max_tree_depth: int, predictive: bool, progress: bool,
-             chain_method: str | None = None):
+             chain_method: str | None = None, init: str = "median"):
     """NumPyro NUTS -> DataTree (see :func:`psm_bayes.inference.fit_nuts`).
 
     NUTS runs as a compiled program shared by every fit of the same model
@@ -55,7 +55,7 @@ def fit_nuts(model: Callable, data: Any, *, seed: int, priors: Any, num_warmup: 
     spec = spec_of(model)
     method = nuts.resolve_chain_method(chain_method, num_chains)
     settings = nuts.Settings(int(num_warmup), int(num_samples), int(num_chains), float(target_accept),
-                             int(max_tree_depth), method)
+                             int(max_tree_depth), method, init=str(init))
     bar = tqdm(total=2 if predictive else 1, desc=f"NUTS {spec.name}", unit="step", disable=not progress)
     key_run, key_pred = jax.random.split(jax.random.PRNGKey(seed))
     posterior, extra = nuts.sample(model, data, priors, key_run, settings)
@@ -73,7 +73,7 @@ def fit_nuts(model: Callable, data: Any, *, seed: int, priors: Any, num_warmup: 
     return build_datatree(spec, data, posterior=posterior, sample_stats=stats,
                           log_likelihood=ll, posterior_predictive=pp,
                           attrs={"inference": "nuts", "inference_library": "numpyro", "seed": seed,
-                                 "num_warmup": num_warmup, "chain_method": method})
+                                 "num_warmup": num_warmup, "chain_method": method, "init": extra["init"]})
 
 
 def fit_svi(model: Callable, data: Any, *, seed: int, priors: Any, guide: str, num_steps: int,

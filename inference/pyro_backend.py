@@ -112,8 +112,12 @@ def _mass_blocks(model: Callable, data: Any, priors: Any) -> list[tuple[str, ...
 
 @_with_torch_threads
 def fit_nuts(model: Callable, data: Any, *, seed: int, priors: Any, num_warmup: int, num_samples: int,
-             num_chains: int, target_accept: float, max_tree_depth: int, predictive: bool, progress: bool):
+             num_chains: int, target_accept: float, max_tree_depth: int, predictive: bool, progress: bool,
+             init: str = "median"):
     """Pyro NUTS -> DataTree (chains run one after another, see :func:`psm_bayes.inference.fit_nuts`)."""
+    if init != "median":
+        raise ValueError(f"init: the Pyro backend starts at the prior median only, got {init!r} "
+                         "(init='laplace' is the NumPyro backend's)")
     spec = spec_of(model)
     _seed(seed)
     latent_chains, diverging = [], []

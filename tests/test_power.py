@@ -255,3 +255,16 @@ def test_power_cli_refuses_seeds_on_icl_data(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--sft-seeds" in err and "--dataset sft" in err
     assert not (tmp_path / "p").exists()
+
+
+def test_written_out_log_densities_equal_scipys():
+    from scipy import stats
+
+    from psm_bayes.experiments.analysis import refits
+
+    rng = np.random.default_rng(0)
+    y, loc, scale = rng.normal(size=50), rng.normal(size=(3, 50)), rng.uniform(0.1, 2, size=(3, 1))
+    np.testing.assert_allclose(refits._logpdf(y, loc, scale, 5.0), stats.t.logpdf(y, 5.0, loc, scale), rtol=1e-12)
+    np.testing.assert_allclose(refits._logpdf(y, loc, scale, None), stats.norm.logpdf(y, loc, scale), rtol=1e-12)
+    # a wrong degrees of freedom is told apart
+    assert not np.allclose(refits._logpdf(y, loc, scale, 5.0), stats.t.logpdf(y, 4.0, loc, scale), rtol=1e-6)

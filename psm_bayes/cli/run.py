@@ -71,6 +71,9 @@ def register(subparsers: Any) -> None:
                    help="statements per trait reserved as few-shot persona examples (default 64: as many as "
                         "the largest shot count)")
     p.add_argument("--target-accept", type=options.open_unit, default=None, metavar="P", help="NUTS target acceptance")
+    p.add_argument("--nuts-init", dest="nuts_init", choices=("laplace", "median"), default=None,
+                   help="NUTS chains start at Laplace draws with its covariance as a fixed mass matrix (default) "
+                        "or at the prior median, adapting the mass matrix")
     p.add_argument("--compare-persona-contexts", action="store_true", default=None,
                    help="also score the persona table with descriptions and with both forms (2 more passes) and "
                         "report the persona separation of each")
@@ -79,6 +82,9 @@ def register(subparsers: Any) -> None:
                         "none (default: sycophancy&power-seeking, power-seeking&risk-taking and "
                         "machiavellianism&narcissism&psychopathy "
                         "where all their traits are in the run)")
+    p.add_argument("--no-joint-fits", dest="joint_fits", action="store_false", default=None,
+                   help="skip the fits of the joint data (ICL + SFT + cross); the cross-prediction criterion is "
+                        "then not assessed")
     p.add_argument("--no-exact-refits", dest="exact_refits", action="store_false", default=None,
                    help="keep PSIS values where Pareto k > 0.7 instead of refitting without the item")
     options.add_verify_cache(p)
@@ -92,8 +98,8 @@ _FLAGS = {"probes_per_trait": "probes_per_trait", "max_shots": "max_shots", "ord
           "num_chains": "num_chains", "model": "model", "dtype": "dtype", "device": "device", "threads": "threads", "seed": "seed",
           "schedule": "schedule",
           "probes_dir": "probes_dir", "screen_traits": "screen_traits", "persona_context": "persona_context",
-          "persona_examples": "persona_examples", "target_accept": "target_accept",
-          "exact_refits": "exact_refits", "compare_persona_contexts": "compare_persona_contexts"}
+          "persona_examples": "persona_examples", "target_accept": "target_accept", "nuts_init": "nuts_init",
+          "exact_refits": "exact_refits", "joint_fits": "joint_fits", "compare_persona_contexts": "compare_persona_contexts"}
 
 
 def config_from_args(args: argparse.Namespace) -> Any:

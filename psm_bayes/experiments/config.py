@@ -7,8 +7,9 @@ so each stage gets only what it uses.
 Defaults are the smallest design that has every condition (4 traits and a
 multi-trait persona, 16 evaluation items per trait, shots up to 64 in 2 orderings, 2 SFT
 traits x 2 poles x 3 LoRA seeds x 4 checkpoints) on the embedded default model, Gemma 3 270M (add the second
-with ``models=DEFAULT_MODELS + ("smollm2-135m-instruct",)``); its wall time at 64 shots is not yet
-measured against the 20-minute budget on 2 cores.  The power analysis on a pilot
+with ``models=DEFAULT_MODELS + ("smollm2-135m-instruct",)``); its wall time at 64 shots is ~44 minutes
+on 2 cores with ``exact_refits=False, joint_fits=False`` (``benchmarks/README.md``), over the 20-minute
+budget.  The power analysis on a pilot
 (``benchmarks/power_results.md``) found this size NOT powered for the
 comparison criterion (about 20 items per trait would be), so the default run
 is a demonstration of every stage and check, not a powered test;
@@ -50,7 +51,7 @@ _ROUTED: dict[str, tuple[str, str]] = {
     "sft_schedule": ("sft", "schedule"), "sft_loss": ("sft", "loss"),
     "lora_rank": ("sft", "rank"), "sft_seeds": ("sft", "seeds"),
     "num_warmup": ("fit", "num_warmup"), "num_samples": ("fit", "num_samples"), "num_chains": ("fit", "num_chains"),
-    "target_accept": ("fit", "target_accept"), "refit_unconverged": ("fit", "refit_unconverged"),
+    "target_accept": ("fit", "target_accept"), "nuts_init": ("fit", "init"), "joint_fits": ("fit", "joint"), "refit_unconverged": ("fit", "refit_unconverged"),
     "logodds_df": ("fit", "logodds_df"), "exact_refits": ("fit", "exact_refits"),
     "saved_loglik_draws": ("fit", "saved_loglik_draws"), "saved_predictive_draws": ("fit", "saved_predictive_draws"),
 }
@@ -189,12 +190,14 @@ class ExperimentConfig:
     null_models: tuple[str, ...] = NULLS
     # chosen by the documented sweep on trained-statement shift and loss alone (benchmarks/sft_sweep.md)
     sft: SFTSettings = SFTSettings(steps=12, lr=5e-4, seeds=(0, 1, 2))
-    # 1000 warm-up + 500 draws per chain, measured on the many-shot default run's ICL and SFT data (2026-12-03,
-    # benchmarks/README.md): the dense mass-matrix block of the Yes offsets and item effects
-    # (models.selection.DENSE_MASS) needs the longer warm-up to estimate it (at 500: 74 leapfrog steps per
-    # draw on ICL and R-hat 1.015 on SFT; at 1000: 23 steps, R-hat 1.007, bulk ESS 513, 109 s per fit), and
-    # 500 draws per chain give bulk ESS > 2 x 100 (the convergence policy's floor) with R-hat < 1.01.
-    fit: FitSettings = FitSettings(num_warmup=1000, num_samples=500)
+    # Laplace start + 300 warm-up + 1500 draws per chain, measured on the many-shot default run's real ICL data
+    # (2026-12-03, benchmarks/README.md). The chains start at draws from the Laplace approximation and keep
+    # its covariance as a fixed dense mass matrix (FitSettings.init): 15 leapfrog steps per draw from the
+    # first warm-up iteration, against 73 per warm-up iteration when 1000 warm-up iterations adapted a dense
+    # block (models.selection.DENSE_MASS; at 500: 74 steps per draw and R-hat 1.015 on SFT). 1500 draws per
+    # chain: with 1000, bulk ESS was 1600-2300 but the max rank R-hat over ~200 parameters with 2 chains
+    # sat at 1.010-1.011 (the policy's bar), so fits went to a refit on noise.
+    fit: FitSettings = FitSettings(num_warmup=300, num_samples=1500)
     multi_trait_personas: tuple[tuple[str, ...], ...] | None = None
 
     def __post_init__(self) -> None:

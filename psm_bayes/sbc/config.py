@@ -97,6 +97,12 @@ class SBCConfig:
     init_jitter : float
         Chains start at the prior median plus ``Uniform(-init_jitter,
         init_jitter)`` in unconstrained space (``"vmap"``/``"loop"``).
+    init : {"median", "laplace"}
+        ``"laplace"``: chains start at draws from the Laplace approximation of
+        each replicate's posterior, whose covariance is a fixed dense mass
+        matrix (the run's fits, :mod:`psm_bayes.inference.nuts`; warm-up then
+        adapts the step size only, and ``init_jitter`` and
+        ``adapt_mass_matrix`` are not used).
     """
 
     num_draws: int = 99
@@ -109,6 +115,7 @@ class SBCConfig:
     adapt_step_size: bool = True
     adapt_mass_matrix: bool = True
     init_jitter: float = 0.5
+    init: str = "median"
 
     def __post_init__(self) -> None:
         if self.num_draws < 1 or self.thin < 1 or self.num_warmup < 0 or self.num_chains < 1:
@@ -116,6 +123,8 @@ class SBCConfig:
                              f"{self.num_draws}, {self.thin}, {self.num_warmup}, {self.num_chains}")
         if self.num_draws % self.num_chains:
             raise ValueError(f"num_chains: expected a divisor of num_draws={self.num_draws}, got {self.num_chains}")
+        if self.init not in ("median", "laplace"):
+            raise ValueError(f"init: expected 'median' or 'laplace', got {self.init!r}")
         if not 0 < self.target_accept < 1 or self.step_size <= 0 or self.max_tree_depth < 1:
             raise ValueError("target_accept in (0, 1), step_size > 0 and max_tree_depth >= 1 expected")
 

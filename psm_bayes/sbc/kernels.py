@@ -99,14 +99,24 @@ def _nuts_chain(z_init, pe_gen: Callable, post_gen: Callable, c: SBCConfig, name
     def run_chain(key, obs):
         init_kernel, sample_kernel = hmc(potential_fn_gen=pe_gen, algo="NUTS")
         k_jit, k_run = jax.random.split(key)
-        leaves, tree = jax.tree_util.tree_flatten(z_init)
-        jkeys = jax.random.split(k_jit, len(leaves))
-        z0 = jax.tree_util.tree_unflatten(tree, [
-            x + jax.random.uniform(k, jnp.shape(x), minval=-c.init_jitter, maxval=c.init_jitter)
-            for x, k in zip(leaves, jkeys)])
+        if c.init == "laplace":     # the run's fits' start (psm_bayes.inference.nuts.laplace)
+            from jax.flatten_util import ravel_pytree
+
+            from psm_bayes.inference.nuts import gaussian_at_mode
+
+            flat, unravel = ravel_pytree(z_init)
+            mode, cov, root = gaussian_at_mode(lambda x: pe_gen(obs)(unravel(x)), flat)
+            z0 = unravel(mode + root @ jax.random.normal(k_jit, mode.shape))
+            mass = {"inverse_mass_matrix": cov, "dense_mass": True, "adapt_mass_matrix": False}
+        else:
+            leaves, tree = jax.tree_util.tree_flatten(z_init)
+            jkeys = jax.random.split(k_jit, len(leaves))
+            z0 = jax.tree_util.tree_unflatten(tree, [
+                x + jax.random.uniform(k, jnp.shape(x), minval=-c.init_jitter, maxval=c.init_jitter)
+                for x, k in zip(leaves, jkeys)])
+            mass = {"adapt_mass_matrix": c.adapt_mass_matrix, "dense_mass": list(dense_mass) or False}
         state = init_kernel(z0, c.num_warmup, step_size=c.step_size, adapt_step_size=c.adapt_step_size,
-                            adapt_mass_matrix=c.adapt_mass_matrix, target_accept_prob=c.target_accept,
-                            dense_mass=list(dense_mass) or False,
+                            target_accept_prob=c.target_accept, **mass,
                             max_tree_depth=c.max_tree_depth, model_args=(obs,), rng_key=k_run)
         # one loop over warm-up and sampling (one copy of the NUTS kernel to compile): iteration i >= warm-up
         # with (i - warm-up) % thin == thin - 1 is kept in row (i - warm-up) // thin of the buffer
@@ -165,7 +175,8 @@ class FitKernel:
             d = spec.with_observed(self.data, dict(obs))
             dt = fit_nuts(self.model, d, seed=int(seed), priors=self.priors, num_warmup=c.num_warmup,
                           num_samples=c.draws_per_chain * c.thin, num_chains=c.num_chains,
-                          target_accept=c.target_accept, max_tree_depth=c.max_tree_depth, predictive=False)
+                          target_accept=c.target_accept, max_tree_depth=c.max_tree_depth, predictive=False,
+                          init=c.init)
             samples = {k: dt["posterior"][k].values[:, c.thin - 1::c.thin] for k in self.names}
             ss = dt["sample_stats"] if "sample_stats" in dt.children else {}
             stats = {}

@@ -169,7 +169,8 @@ def fit_models(datasets: Any, settings: FitSettings, models: tuple[str, ...], se
     compared = models + ((ENCOMPASSING,) if ENCOMPASSING not in models
                          and datasets.icl.surface_similarity is not None else ())
     fits, compare, loio = {}, {}, {}
-    plan = [("icl", datasets.icl, compared), ("sft", datasets.sft, compared), ("joint", datasets.joint, models)]
+    plan = [("icl", datasets.icl, compared), ("sft", datasets.sft, compared)]
+    plan += [("joint", datasets.joint, models)] if settings.joint else []
 
     def fit(m: str, data: Any, s: int, tag: str) -> Any:
         log.stage(tag)

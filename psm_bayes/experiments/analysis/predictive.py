@@ -82,7 +82,7 @@ def cross_prediction(fits: dict, datasets: Any, models: tuple[str, ...], priors:
     from psm_bayes.comparison import predict_sites
     from psm_bayes.models import catalogue
 
-    if datasets.cross is None:
+    if datasets.cross is None or f"joint/{PSM}" not in fits:     # no cross data, or no joint fits
         return None
     rows = datasets.rows["cross"].tail(datasets.n_cross).reset_index(drop=True)
     obs = rows["logodds"].to_numpy(float)

@@ -73,14 +73,23 @@ def integrated_item_loglik(y: np.ndarray, mean: np.ndarray, item_sd: np.ndarray,
         scale = 1.5 / np.sqrt(prec)
         z = mu[:, None, :] + scale[:, None, :] * x[None, :, None]                  # (draw, node, group)
         loc = m[:, None, :] + a_sd[:, :, None] * z[:, :, group]                    # (draw, node, row)
-        if df is None:
-            ll = stats.norm.logpdf(y, loc, s_[:, :, None])
-        else:
-            ll = stats.t.logpdf(y, df, loc, s_[:, :, None])
+        ll = _logpdf(y, loc, s_[:, :, None], df)
         summed = ll @ onehot                                                       # (draw, node, group)
         terms = summed + stats.norm.logpdf(z) + np.log(scale)[:, None, :] + log_w[None, :, None]
         out[a:a + step] = logsumexp(terms, axis=1)
     return out
+
+
+def _logpdf(y: np.ndarray, loc: np.ndarray, scale: np.ndarray, df: float | None) -> np.ndarray:
+    """Normal (``df`` None) or Student-t log density, written out: scipy's generic ``logpdf`` took 60 ns per
+    element against 6 here (equal to 1e-15), and this is called on draws x nodes x rows (5e8 on the run's ICL data)."""
+    from scipy.special import gammaln
+
+    u = (y - loc) / scale
+    if df is None:
+        return -0.5 * u * u - np.log(scale) - 0.5 * np.log(2 * np.pi)
+    const = gammaln((df + 1) / 2) - gammaln(df / 2) - 0.5 * np.log(df * np.pi)
+    return const - np.log(scale) - (df + 1) / 2 * np.log1p(u * u / df)
 
 
 def row_means(dt: Any, data: Any) -> np.ndarray:
