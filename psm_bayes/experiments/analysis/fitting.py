@@ -169,7 +169,8 @@ def fit_with_refit(model: Any, data: Any, settings: FitSettings, seed: int,
         if init == "laplace" and (d["divergences"] > 0 or d.get("broken") or not d["max_rhat"] < LAPLACE_GIVE_UP_RHAT):
             init = "median"
         warmup = max(step["warmup"] * settings.num_warmup, step["min_warmup"])
-        nuts = {"num_warmup": warmup if init == "laplace" else max(warmup, ADAPTED_MIN_WARMUP),
+        adapted_after_laplace = init == "median" and settings.init == "laplace"
+        nuts = {"num_warmup": max(warmup, ADAPTED_MIN_WARMUP) if adapted_after_laplace else warmup,
                 "num_samples": step["samples"] * settings.num_samples, "num_chains": settings.num_chains,
                 "target_accept": max(settings.target_accept, step["target_accept"]), "init": init}
         if on_refit is not None:
