@@ -22,6 +22,9 @@ from psm_bayes.inference.backends import BACKENDS, check_backend, get_backend
 from psm_bayes.inference.jax_config import configure_jax
 from psm_bayes.models.base import spec_of
 
+NUTS_INITS: tuple[str, ...] = ("median", "laplace")
+"""Chain starts of :func:`fit_nuts` (``init``; :mod:`psm_bayes.inference.nuts`)."""
+
 __all__ = ["fit_nuts", "fit_svi", "setup", "configure_jax", "get_backend", "BACKENDS"]
 
 
@@ -79,13 +82,12 @@ def fit_nuts(model: Callable, data: Any, *, seed: int, priors: Any = None, num_w
     if num_samples < 1 or num_warmup < 0 or num_chains < 1:
         raise ValueError("num_samples >= 1, num_warmup >= 0 and num_chains >= 1 expected, got "
                          f"{num_samples}, {num_warmup}, {num_chains}")
-    if init not in ("median", "laplace"):
-        raise ValueError(f"init: expected 'median' or 'laplace', got {init!r}")
-    extra = {} if init == "median" else {"init": init}
+    if init not in NUTS_INITS:
+        raise ValueError(f"init: expected one of {NUTS_INITS}, got {init!r}")
     return _backend(model).fit_nuts(model, data, seed=seed, priors=priors, num_warmup=num_warmup,
                                     num_samples=num_samples, num_chains=num_chains,
                                     target_accept=target_accept, max_tree_depth=max_tree_depth,
-                                    predictive=predictive, progress=progress, **extra)
+                                    predictive=predictive, progress=progress, init=init)
 
 
 def fit_svi(model: Callable, data: Any, *, seed: int, priors: Any = None, guide: str = "normal",

@@ -58,12 +58,12 @@ from jax.flatten_util import ravel_pytree
 from numpyro.infer import MCMC, NUTS, init_to_median
 from numpyro.infer.util import constrain_fn, initialize_model, potential_energy
 
+from psm_bayes.inference import NUTS_INITS
 from psm_bayes.inference.compiled import Lifted, lift, program
 from psm_bayes.models.base import spec_of
 
 EXTRA_FIELDS = ("diverging", "energy", "num_steps", "accept_prob")
 CHAIN_METHODS = ("vectorized", "sequential", "parallel")
-INITS = ("median", "laplace")
 LAPLACE_MAXITER = 100
 """Most Newton steps of the Laplace start's mode search (12-16 reach a gradient norm < 1e-6 on the run's data)."""
 NEWTON_MIN_CURVATURE = 1e-3
@@ -145,16 +145,12 @@ def laplace(init: Lifted, pe: Lifted, ci: Any, cp: Any) -> tuple[Any, Any, Any, 
     """
     z, _ = init(ci, jax.random.PRNGKey(0))
     flat, unravel = ravel_pytree(z)
-    return _gaussian_at_mode(lambda x: pe(cp, unravel(x)), flat)
+    return gaussian_at_mode(lambda x: pe(cp, unravel(x)), flat)
 
 
-def gaussian_at_mode(f: Callable, flat: Any) -> tuple[Any, Any, Any]:
-    """``(mode, covariance, root)`` of the Laplace approximation of ``exp(-f)`` from the start ``flat``
+def gaussian_at_mode(f: Callable, flat: Any) -> tuple[Any, Any, Any, Any]:
+    """``(mode, covariance, root, found)`` of the Laplace approximation of ``exp(-f)`` from the start ``flat``
     (see :func:`laplace`; also used by the SBC kernel, :mod:`psm_bayes.sbc.kernels`)."""
-    return _gaussian_at_mode(f, flat)[:3]
-
-
-def _gaussian_at_mode(f: Callable, flat: Any) -> tuple[Any, Any, Any, Any]:
     x = _newton_mode(f, flat)
     x = jnp.where(jnp.all(jnp.isfinite(x)) & jnp.isfinite(f(x)), x, flat)
     h = jax.hessian(f)(x)
@@ -247,8 +243,8 @@ def sample(model: Callable, data: Any, priors: Any, key, s: Settings) -> tuple[d
     pe = lift(partial(potential_energy, model, args, {}), z)
     post = lift(partial(constrain_fn, model, args, {}, return_deterministic=True), z)
     parts = (init, pe, post)
-    if s.init not in INITS:
-        raise ValueError(f"init: expected one of {INITS}, got {s.init!r}")
+    if s.init not in NUTS_INITS:
+        raise ValueError(f"init: expected one of {NUTS_INITS}, got {s.init!r}")
     s = replace(s, dense_mass=spec_of(model).mass_blocks(z))    # part of the program's key
     lap = None
     if s.init == "laplace":

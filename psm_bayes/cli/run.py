@@ -20,6 +20,7 @@ import argparse
 from typing import Any
 
 from psm_bayes.cli import options
+from psm_bayes.inference import NUTS_INITS
 
 
 def register(subparsers: Any) -> None:
@@ -71,7 +72,7 @@ def register(subparsers: Any) -> None:
                    help="statements per trait reserved as few-shot persona examples (default 64: as many as "
                         "the largest shot count)")
     p.add_argument("--target-accept", type=options.open_unit, default=None, metavar="P", help="NUTS target acceptance")
-    p.add_argument("--nuts-init", dest="nuts_init", choices=("laplace", "median"), default=None,
+    p.add_argument("--nuts-init", dest="nuts_init", choices=NUTS_INITS, default=None,
                    help="NUTS chains start at Laplace draws with its covariance as a fixed mass matrix (default) "
                         "or at the prior median, adapting the mass matrix")
     p.add_argument("--compare-persona-contexts", action="store_true", default=None,

@@ -123,8 +123,10 @@ class SBCConfig:
                              f"{self.num_draws}, {self.thin}, {self.num_warmup}, {self.num_chains}")
         if self.num_draws % self.num_chains:
             raise ValueError(f"num_chains: expected a divisor of num_draws={self.num_draws}, got {self.num_chains}")
-        if self.init not in ("median", "laplace"):
-            raise ValueError(f"init: expected 'median' or 'laplace', got {self.init!r}")
+        from psm_bayes.inference import NUTS_INITS
+
+        if self.init not in NUTS_INITS:
+            raise ValueError(f"init: expected one of {NUTS_INITS}, got {self.init!r}")
         if not 0 < self.target_accept < 1 or self.step_size <= 0 or self.max_tree_depth < 1:
             raise ValueError("target_accept in (0, 1), step_size > 0 and max_tree_depth >= 1 expected")
 

@@ -105,7 +105,7 @@ def _nuts_chain(z_init, pe_gen: Callable, post_gen: Callable, c: SBCConfig, name
             from psm_bayes.inference.nuts import gaussian_at_mode
 
             flat, unravel = ravel_pytree(z_init)
-            mode, cov, root = gaussian_at_mode(lambda x: pe_gen(obs)(unravel(x)), flat)
+            mode, cov, root, _ = gaussian_at_mode(lambda x: pe_gen(obs)(unravel(x)), flat)
             z0 = unravel(mode + root @ jax.random.normal(k_jit, mode.shape))
             mass = {"inverse_mass_matrix": cov, "dense_mass": True, "adapt_mass_matrix": False}
         else:

@@ -100,8 +100,10 @@ class FitSettings:
             raise ValueError(f"max_refits: expected 0 .. {len(REFIT_SCHEDULE)}, got {self.max_refits!r}")
         if not 0.5 <= float(self.target_accept) < 1:
             raise ValueError(f"target_accept: expected in [0.5, 1), got {self.target_accept!r}")
-        if self.init not in ("laplace", "median"):
-            raise ValueError(f"init: expected 'laplace' or 'median', got {self.init!r}")
+        from psm_bayes.inference import NUTS_INITS
+
+        if self.init not in NUTS_INITS:
+            raise ValueError(f"init: expected one of {NUTS_INITS}, got {self.init!r}")
         if self.logodds_df is not None and not self.logodds_df > 0:
             raise ValueError(f"logodds_df: expected > 0 or None, got {self.logodds_df!r}")
 
